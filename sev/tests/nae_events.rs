@@ -2,6 +2,7 @@
 //! the reply validation: missing valid bits (scenario 7), exception replies
 //! (scenario 6), error replies, page-state-change lies (scenario 12), bogus
 //! AP jump table values (scenario 14).
+#![allow(clippy::field_reassign_with_default)] // the model is configured field by field
 
 mod common;
 
@@ -285,12 +286,17 @@ fn page_state_change_going_backwards_is_refused() {
 
 #[test]
 fn missing_valid_bits_are_refused() {
-    let cases: [(GhcbField, fn(&mut Vcpu) -> Result<(), NaeError>); 6] = [
+    type Call = fn(&mut Vcpu) -> Result<(), NaeError>;
+    let cases: [(GhcbField, Call); 6] = [
         (GhcbField::Rbx, |v| nae::cpuid(v, 0, 0, 1).map(drop)),
         (GhcbField::Rdx, |v| nae::rdmsr(v, 0x1b).map(drop)),
         (GhcbField::Rcx, |v| nae::rdtscp(v).map(drop)),
-        (GhcbField::Rax, |v| nae::io_in(v, io(0x60, true, 1)).map(drop)),
-        (GhcbField::SwExitInfo2, |v| nae::ap_jump_table_get(v).map(drop)),
+        (GhcbField::Rax, |v| {
+            nae::io_in(v, io(0x60, true, 1)).map(drop)
+        }),
+        (GhcbField::SwExitInfo2, |v| {
+            nae::ap_jump_table_get(v).map(drop)
+        }),
         (GhcbField::SwExitInfo1, |v| nae::wbinvd(v)),
     ];
     for (field, call) in cases {

@@ -12,13 +12,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use sev::exception::Exception;
 use sev::exit_code::ApCreationOp;
 use sev::ghcb::{Ghcb, GhcbField, GhcbSnapshot, GhcbTransport};
-use sev::host::{ApJumpTableRequest, HostError, NaeRequest, reply_error, reply_exception, reply_ok};
+use sev::host::{
+    ApJumpTableRequest, HostError, NaeRequest, reply_error, reply_exception, reply_ok,
+};
 use sev::hv_features::HvFeatures;
 use sev::msr_protocol::{CpuidReg, GhcbMsr, MsrRequest, MsrResponse, PageAssignment};
 use sev::psc::{PSC_DESCRIPTOR_SIZE, PscDescriptor, PscOp};
 use sev::termination::TerminationReason;
 use sev::vc::{
-    GuestMemory, Gpr, InsnFetch, MAX_INSN_LEN, Mapping, PageFault, PageWalk, RegisterFrame,
+    Gpr, GuestMemory, InsnFetch, MAX_INSN_LEN, Mapping, PageFault, PageWalk, RegisterFrame,
 };
 
 pub const GHCB_GPA: u64 = 0x7000_0000;
@@ -135,10 +137,7 @@ fn mask(size: u8) -> u32 {
 impl RefHv {
     /// Byte of device memory: written value or a fixed pattern.
     pub fn mmio_byte(&self, gpa: u64) -> u8 {
-        self.mmio
-            .get(&gpa)
-            .copied()
-            .unwrap_or((gpa as u8) ^ 0x5a)
+        self.mmio.get(&gpa).copied().unwrap_or((gpa as u8) ^ 0x5a)
     }
 
     pub fn io_read(&mut self, port: u16, size: u8) -> u32 {
@@ -235,7 +234,11 @@ impl RefHv {
             }
             NaeRequest::Rdtsc => {
                 self.tsc += 1000;
-                reply_ok(g, 0, &[(Rax, self.tsc & 0xffff_ffff), (Rdx, self.tsc >> 32)]);
+                reply_ok(
+                    g,
+                    0,
+                    &[(Rax, self.tsc & 0xffff_ffff), (Rdx, self.tsc >> 32)],
+                );
             }
             NaeRequest::Rdtscp => {
                 self.tsc += 1000;
@@ -334,7 +337,8 @@ impl RefHv {
                 vmsa_gpa,
                 sev_features,
             } => {
-                self.ap_creations.push((op, apic_id, vmsa_gpa, sev_features));
+                self.ap_creations
+                    .push((op, apic_id, vmsa_gpa, sev_features));
                 reply_ok(g, 0, &[]);
             }
             NaeRequest::RunVmpl { vmpl } => {
@@ -343,9 +347,9 @@ impl RefHv {
             }
             NaeRequest::HvFeatures => reply_ok(g, self.features.bits(), &[]),
             NaeRequest::Terminate(r) => std::panic::panic_any(Terminated(r)),
-            NaeRequest::Unsupported { .. } => std::panic::panic_any(Terminated(
-                TerminationReason::new(0, 0),
-            )),
+            NaeRequest::Unsupported { .. } => {
+                std::panic::panic_any(Terminated(TerminationReason::new(0, 0)))
+            }
         }
     }
 
@@ -563,7 +567,10 @@ pub struct Mem {
 
 impl Mem {
     pub fn attr(&self, va: u64) -> Attr {
-        self.attrs.get(&(va >> 12)).copied().unwrap_or(Attr::PRIVATE)
+        self.attrs
+            .get(&(va >> 12))
+            .copied()
+            .unwrap_or(Attr::PRIVATE)
     }
     pub fn set_attr(&mut self, va: u64, a: Attr) {
         self.attrs.insert(va >> 12, a);
@@ -582,7 +589,7 @@ impl Mem {
 
 impl InsnFetch for Mem {
     fn fetch(&mut self, rip: u64, buf: &mut [u8; MAX_INSN_LEN]) -> Result<usize, PageFault> {
-        for k in 0..MAX_INSN_LEN {
+        for (k, slot) in buf.iter_mut().enumerate() {
             let va = rip.wrapping_add(k as u64);
             if !self.attr(va).present {
                 if k == 0 {
@@ -593,7 +600,7 @@ impl InsnFetch for Mem {
                 }
                 return Ok(k);
             }
-            buf[k] = self.bytes.get(&va).copied().unwrap_or(0x90);
+            *slot = self.bytes.get(&va).copied().unwrap_or(0x90);
         }
         Ok(MAX_INSN_LEN)
     }
@@ -702,7 +709,12 @@ impl Machine {
 
     /// Runs a (REP) instruction to completion: #VC after #VC until it
     /// advances, at most `limit` times. Returns the outcome and the count.
-    pub fn run_to_completion(&mut self, exit_code: u64, code: &[u8], limit: usize) -> (sev::vc::VcOutcome, usize) {
+    pub fn run_to_completion(
+        &mut self,
+        exit_code: u64,
+        code: &[u8],
+        limit: usize,
+    ) -> (sev::vc::VcOutcome, usize) {
         self.mem.put(self.regs.rip, code);
         for n in 1..=limit {
             let o = self.vc_again(exit_code);
