@@ -34,6 +34,13 @@ where
     Ok(i)
 }
 
+/// Decodes one instruction so iced builds its lazily allocated tables.
+pub(crate) fn warm_up() {
+    let mut d = Decoder::with_ip(64, &[0x0f, 0xa2], 0, DecoderOptions::NONE);
+    let i = d.decode();
+    debug_assert_eq!(i.code(), iced_x86::Code::Cpuid);
+}
+
 /// Width of a register operand in bytes, and where it sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RegOperand {

@@ -282,6 +282,15 @@ impl From<PageFault> for Fault {
 
 pub(crate) type Step = Result<VcOutcome, Fault>;
 
+/// Builds iced-x86's decoder tables. iced allocates them on the heap the
+/// first time an instruction is decoded; call this once at boot, after the
+/// heap exists and before the first #VC can happen, so that the #VC path
+/// itself never allocates (an allocation inside #VC could deadlock on the
+/// allocator lock held by the interrupted code).
+pub fn init_decoder() {
+    insn::warm_up();
+}
+
 /// Handles one #VC. `exit_code` is the #VC error code.
 pub fn handle_vc<R, M, T>(
     exit_code: u64,
