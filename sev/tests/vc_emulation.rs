@@ -523,6 +523,11 @@ fn cpuid_uses_the_cache() {
         m.vcpu.hv.requests.last(),
         Some(NaeRequest::Cpuid { xcr0: 7, .. })
     ));
+    // A prefixed CPUID takes the general decoder and advances its length.
+    assert_eq!(
+        m.vc(ExitCode::Cpuid as u64, &[0x66, 0x0f, 0xa2]),
+        VcOutcome::Advance(3)
+    );
 }
 
 #[test]

@@ -3,9 +3,6 @@
 //! subleaf, XCR0) and the answer reused, which keeps hot CPUID loops out of
 //! VMGEXIT.
 
-use iced_x86::{Code, Instruction};
-
-use super::insn::mismatch;
 use super::{Gpr, RegisterFrame, Step, VcConfig, VcOutcome, VcPerCpu};
 use crate::ghcb::GhcbTransport;
 use crate::nae;
@@ -71,8 +68,9 @@ impl CpuidCache {
     }
 }
 
+/// Emulates a CPUID instruction of `len` bytes (already matched).
 pub(super) fn emulate<R, T>(
-    i: &Instruction,
+    len: u8,
     regs: &mut R,
     ghcb: &mut T,
     cpu: &mut VcPerCpu,
@@ -82,9 +80,6 @@ where
     R: RegisterFrame + ?Sized,
     T: GhcbTransport + ?Sized,
 {
-    if i.code() != Code::Cpuid {
-        return Err(mismatch());
-    }
     let leaf = regs.gpr(Gpr::Rax) as u32;
     let subleaf = regs.gpr(Gpr::Rcx) as u32;
     let xcr0 = cpu.xcr0;
@@ -107,5 +102,5 @@ where
     {
         regs.set_gpr(r, v as u64);
     }
-    Ok(VcOutcome::Advance(i.len() as u8))
+    Ok(VcOutcome::Advance(len))
 }

@@ -7,15 +7,35 @@ use super::{Fault, Gpr, InsnFetch, MAX_INSN_LEN, RegisterFrame};
 use crate::exception::{Exception, PF_FETCH};
 use crate::termination::GuestReason;
 
-/// Fetches and decodes the instruction at RIP (64-bit mode).
-pub(crate) fn decode<R, M>(regs: &R, mem: &mut M) -> Result<Instruction, Fault>
+/// The bytes at RIP.
+pub(crate) struct Fetched {
+    pub rip: u64,
+    pub buf: [u8; MAX_INSN_LEN],
+    pub len: usize,
+}
+
+impl Fetched {
+    /// Whether the instruction is exactly `bytes` (no prefixes).
+    pub fn starts_with(&self, bytes: &[u8]) -> bool {
+        self.buf[..self.len].starts_with(bytes)
+    }
+}
+
+/// Reads up to [`MAX_INSN_LEN`] bytes at RIP.
+pub(crate) fn fetch<R, M>(regs: &R, mem: &mut M) -> Result<Fetched, Fault>
 where
     R: RegisterFrame + ?Sized,
     M: InsnFetch + ?Sized,
 {
     let rip = regs.rip();
     let mut buf = [0u8; MAX_INSN_LEN];
-    let n = mem.fetch(rip, &mut buf)?.min(MAX_INSN_LEN);
+    let len = mem.fetch(rip, &mut buf)?.min(MAX_INSN_LEN);
+    Ok(Fetched { rip, buf, len })
+}
+
+/// Decodes fetched bytes (64-bit mode).
+pub(crate) fn decode(f: &Fetched) -> Result<Instruction, Fault> {
+    let (rip, buf, n) = (f.rip, &f.buf, f.len);
     let mut d = Decoder::with_ip(64, &buf[..n], rip, DecoderOptions::NONE);
     let i = d.decode();
     if i.is_invalid() {

@@ -21,6 +21,8 @@ mod mmio;
 
 pub use cpuid::CpuidCache;
 
+use iced_x86::Code;
+
 use crate::cpuid::SnpCpuidTable;
 use crate::exception::Exception;
 use crate::exit_code::ExitCode;
@@ -344,9 +346,20 @@ where
         ExitCode::ExceptionAc => return Err(Fault::Exception(Exception::Ac)),
         _ => {}
     }
-    let i = insn::decode(regs, mem)?;
+    let bytes = insn::fetch(regs, mem)?;
+    // CPUID is the hottest #VC: its plain two-byte form (0F A2, nothing else
+    // can start with those bytes at RIP) skips the general decoder.
+    if exit == ExitCode::Cpuid && bytes.starts_with(&[0x0f, 0xa2]) {
+        return cpuid::emulate(2, regs, ghcb, cpu, cfg);
+    }
+    let i = insn::decode(&bytes)?;
     match exit {
-        ExitCode::Cpuid => cpuid::emulate(&i, regs, ghcb, cpu, cfg),
+        ExitCode::Cpuid => {
+            if i.code() != Code::Cpuid {
+                return Err(insn::mismatch());
+            }
+            cpuid::emulate(i.len() as u8, regs, ghcb, cpu, cfg)
+        }
         ExitCode::Npf => mmio::emulate(&i, regs, mem, ghcb),
         ExitCode::Ioio => ioio::emulate(&i, regs, mem, ghcb),
         ExitCode::Msr => misc::msr(&i, regs, ghcb),
