@@ -296,6 +296,16 @@ impl Ghcb {
         Ok(())
     }
 
+    /// Copies the whole page from `other` (volatile on both sides): saving
+    /// the GHCB into a backup when a nested #VC must reuse it, and restoring
+    /// it afterwards, so the outer handler finds its request untouched.
+    pub fn copy_from(&mut self, other: &Ghcb) {
+        for off in (0..4096).step_by(8) {
+            let v = other.read_u64_at(off);
+            self.write_u64_at(off, v);
+        }
+    }
+
     /// The protocol version field.
     pub fn protocol_version(&self) -> u16 {
         let lo = self.read_byte_at(0xffa) as u16;
@@ -434,6 +444,20 @@ mod tests {
         g.set_usage(0x1234_5678);
         assert_eq!(g.usage(), 0x1234_5678);
         assert_eq!(g.protocol_version(), 2);
+    }
+
+    #[test]
+    fn copy_from_copies_everything() {
+        let mut a = Box::new(Ghcb::new());
+        a.set(GhcbField::R15, 9);
+        a.write_shared(2031, &[7]).unwrap();
+        a.set_usage(3);
+        let mut b = Box::new(Ghcb::new());
+        b.copy_from(&a);
+        assert_eq!(b.snapshot(), a.snapshot());
+        let mut x = [0];
+        b.read_shared(2031, &mut x).unwrap();
+        assert_eq!((x[0], b.usage()), (7, 3));
     }
 
     #[test]

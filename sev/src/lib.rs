@@ -5,7 +5,8 @@
 //!   ([`msr_protocol`]),
 //! - NAE events: exit codes ([`exit_code`]), IOIO information ([`ioio`]),
 //!   guest-side calls with reply validation ([`nae`]), exceptions a
-//!   hypervisor may return ([`exception`]), page state change ([`psc`]),
+//!   hypervisor may return ([`exception`]), page state change ([`psc`]) and
+//!   PVALIDATE ([`pvalidate`]),
 //! - SEV/SNP structures: [`vmsa`], [`sev_status`], [`cpuid`] (leaf
 //!   0x8000001F and the SNP CPUID page), [`secrets`], [`attestation`],
 //! - the #VC emulation core ([`vc`]),
@@ -26,6 +27,7 @@ pub mod ioio;
 pub mod msr_protocol;
 pub mod nae;
 pub mod psc;
+pub mod pvalidate;
 pub mod secrets;
 pub mod sev_status;
 pub mod termination;

@@ -360,7 +360,10 @@ pub trait GhcbMsr {
 /// Sends one request and returns the validated response. The previous MSR
 /// value (a registered GHCB GPA) is restored afterwards, so this can be used
 /// after GHCB registration too.
-pub fn request<M: GhcbMsr>(msr: &mut M, req: MsrRequest) -> Result<MsrResponse, MsrProtocolError> {
+pub fn request<M: GhcbMsr + ?Sized>(
+    msr: &mut M,
+    req: MsrRequest,
+) -> Result<MsrResponse, MsrProtocolError> {
     let saved = msr.read();
     msr.write(req.encode());
     msr.vmgexit();
@@ -398,12 +401,15 @@ pub fn check_sev_info(resp: MsrResponse) -> Result<SevInfo, MsrProtocolError> {
 }
 
 /// Requests SEV information and negotiates protocol version 2.
-pub fn negotiate<M: GhcbMsr>(msr: &mut M) -> Result<SevInfo, MsrProtocolError> {
+pub fn negotiate<M: GhcbMsr + ?Sized>(msr: &mut M) -> Result<SevInfo, MsrProtocolError> {
     check_sev_info(request(msr, MsrRequest::SevInfo)?)
 }
 
 /// CPUID through the MSR protocol: four round trips, one per register.
-pub fn cpuid<M: GhcbMsr>(msr: &mut M, function: u32) -> Result<[u32; 4], MsrProtocolError> {
+pub fn cpuid<M: GhcbMsr + ?Sized>(
+    msr: &mut M,
+    function: u32,
+) -> Result<[u32; 4], MsrProtocolError> {
     let mut out = [0; 4];
     for (slot, reg) in out.iter_mut().zip(CpuidReg::ALL) {
         match request(msr, MsrRequest::Cpuid { function, reg })? {
@@ -415,12 +421,14 @@ pub fn cpuid<M: GhcbMsr>(msr: &mut M, function: u32) -> Result<[u32; 4], MsrProt
 }
 
 /// Registers the GHCB at `gpa` (must be 4K aligned; the low bits are dropped).
-pub fn register_ghcb<M: GhcbMsr>(msr: &mut M, gpa: u64) -> Result<(), MsrProtocolError> {
+pub fn register_ghcb<M: GhcbMsr + ?Sized>(msr: &mut M, gpa: u64) -> Result<(), MsrProtocolError> {
     request(msr, MsrRequest::RegisterGhcbGpa { gfn: gpa >> 12 }).map(|_| ())
 }
 
 /// Asks for the preferred GHCB GPA (`None`: no preference).
-pub fn preferred_ghcb_gpa<M: GhcbMsr>(msr: &mut M) -> Result<Option<u64>, MsrProtocolError> {
+pub fn preferred_ghcb_gpa<M: GhcbMsr + ?Sized>(
+    msr: &mut M,
+) -> Result<Option<u64>, MsrProtocolError> {
     match request(msr, MsrRequest::PreferredGhcbGpa)? {
         MsrResponse::PreferredGhcbGpa { gfn } => Ok(gfn.map(|g| g << 12)),
         _ => unreachable!("expect() checked the response code"),
@@ -428,7 +436,7 @@ pub fn preferred_ghcb_gpa<M: GhcbMsr>(msr: &mut M) -> Result<Option<u64>, MsrPro
 }
 
 /// Changes the state of the 4K page at `gpa`.
-pub fn page_state_change<M: GhcbMsr>(
+pub fn page_state_change<M: GhcbMsr + ?Sized>(
     msr: &mut M,
     gpa: u64,
     op: PageAssignment,
@@ -437,12 +445,12 @@ pub fn page_state_change<M: GhcbMsr>(
 }
 
 /// Asks the hypervisor to run `vmpl` (returns when this VMPL is resumed).
-pub fn run_vmpl<M: GhcbMsr>(msr: &mut M, vmpl: u8) -> Result<(), MsrProtocolError> {
+pub fn run_vmpl<M: GhcbMsr + ?Sized>(msr: &mut M, vmpl: u8) -> Result<(), MsrProtocolError> {
     request(msr, MsrRequest::RunVmpl { vmpl }).map(|_| ())
 }
 
 /// Hypervisor features.
-pub fn hv_features<M: GhcbMsr>(msr: &mut M) -> Result<HvFeatures, MsrProtocolError> {
+pub fn hv_features<M: GhcbMsr + ?Sized>(msr: &mut M) -> Result<HvFeatures, MsrProtocolError> {
     match request(msr, MsrRequest::HvFeatures)? {
         MsrResponse::HvFeatures(f) => Ok(f),
         _ => unreachable!("expect() checked the response code"),
@@ -451,7 +459,7 @@ pub fn hv_features<M: GhcbMsr>(msr: &mut M) -> Result<HvFeatures, MsrProtocolErr
 
 /// Parks this AP until the hypervisor wakes it (GHCBData non-zero); spurious
 /// returns with zero are retried.
-pub fn ap_reset_hold<M: GhcbMsr>(msr: &mut M) -> Result<(), MsrProtocolError> {
+pub fn ap_reset_hold<M: GhcbMsr + ?Sized>(msr: &mut M) -> Result<(), MsrProtocolError> {
     loop {
         if let MsrResponse::ApResetHold { result } = request(msr, MsrRequest::ApResetHold)?
             && result != 0
@@ -463,7 +471,7 @@ pub fn ap_reset_hold<M: GhcbMsr>(msr: &mut M) -> Result<(), MsrProtocolError> {
 
 /// Terminates the guest. Never returns: if the hypervisor resumes the guest
 /// anyway, the request is repeated forever.
-pub fn terminate<M: GhcbMsr>(msr: &mut M, reason: TerminationReason) -> ! {
+pub fn terminate<M: GhcbMsr + ?Sized>(msr: &mut M, reason: TerminationReason) -> ! {
     log::error!(
         "terminating: reason set {} code {:#x}",
         reason.set(),

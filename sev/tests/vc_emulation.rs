@@ -859,3 +859,87 @@ fn lying_replies_inside_vc() {
         terminate(GuestReason::MalformedReply)
     );
 }
+
+fn early(m: &mut Machine, exit: u64, code: &[u8], page: Option<&SnpCpuidTable>) -> VcOutcome {
+    m.mem.put(m.regs.rip, code);
+    sev::vc::handle_vc_early(exit, &mut m.regs, &mut m.mem, &mut m.vcpu.hv, page)
+}
+
+#[test]
+fn early_cpuid_through_the_msr_protocol() {
+    let cpuid = ExitCode::Cpuid as u64;
+    let mut m = Machine::default();
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0xa2], None),
+        VcOutcome::Advance(2)
+    );
+    assert_eq!(
+        &m.regs.gpr[..4],
+        &[0x10, 0x444d_4163, 0x6974_6e65, 0x6874_7541]
+    );
+    assert_eq!(m.vcpu.hv.exits, 4);
+    // A range that stops before 0x8000001F, or a leaf without SEV: refused.
+    m.vcpu
+        .hv
+        .cpuid
+        .insert((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]);
+    m.regs.gpr[0] = 0x8000_0000;
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0xa2], None),
+        terminate(GuestReason::CpuidLies)
+    );
+    m.vcpu.hv.cpuid.insert((0x8000_001f, 0), [0x1, 51, 0, 0]);
+    m.regs.gpr[0] = 0x8000_001f;
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0xa2], None),
+        terminate(GuestReason::CpuidLies)
+    );
+    // An indexed leaf with a subleaf the protocol cannot carry.
+    m.regs.gpr[0] = 7;
+    m.regs.gpr[1] = 1;
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0xa2], None),
+        terminate(GuestReason::UnsupportedExit)
+    );
+    // Other exits, other bytes, CPL 3.
+    assert_eq!(
+        early(&mut m, ExitCode::Ioio as u64, &[0xee], None),
+        terminate(GuestReason::UnsupportedExit)
+    );
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0x31], None),
+        terminate(GuestReason::ExitCodeMismatch)
+    );
+    m.regs.cpl = 3;
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0xa2], None),
+        terminate(GuestReason::UserModeVc)
+    );
+}
+
+#[test]
+fn early_cpuid_refuses_msr_protocol_lies_and_prefers_the_page() {
+    let cpuid = ExitCode::Cpuid as u64;
+    let mut m = Machine::default();
+    m.vcpu.hv.msr_lie = Some(Box::new(|_, v| v ^ 1 << 30));
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0xa2], None),
+        terminate(GuestReason::MsrProtocol)
+    );
+    let mut table = SnpCpuidTable::default();
+    table.functions[0] = SnpCpuidFunction {
+        eax_in: 0x8000_001f,
+        eax: 0x1f,
+        ebx: 51,
+        ..Default::default()
+    };
+    table.count = 1;
+    let mut m = Machine::default();
+    m.regs.gpr[0] = 0x8000_001f;
+    assert_eq!(
+        early(&mut m, cpuid, &[0x0f, 0xa2], Some(&table)),
+        VcOutcome::Advance(2)
+    );
+    assert_eq!(m.regs.gpr[0], 0x1f);
+    assert_eq!(m.vcpu.hv.exits, 0);
+}

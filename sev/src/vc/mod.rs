@@ -14,12 +14,16 @@
 //! Only 64-bit code is decoded: both of our stages run in long mode.
 
 mod cpuid;
+mod early;
 mod insn;
 mod ioio;
 mod misc;
 mod mmio;
+mod nesting;
 
 pub use cpuid::CpuidCache;
+pub use early::handle_vc_early;
+pub use nesting::{GhcbNesting, GhcbUse};
 
 use iced_x86::Code;
 
