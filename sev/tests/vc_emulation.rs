@@ -943,3 +943,51 @@ fn early_cpuid_refuses_msr_protocol_lies_and_prefers_the_page() {
     assert_eq!(m.regs.gpr[0], 0x1f);
     assert_eq!(m.vcpu.hv.exits, 0);
 }
+
+#[test]
+fn faults_are_raised_before_the_device_is_touched() {
+    // INS into a read-only page: #PF, and the port was never read.
+    let mut m = mmio_machine();
+    let buf = 0xffff_8880_0005_0ffe;
+    m.mem.set_attr(
+        buf + 2,
+        Attr {
+            writable: false,
+            ..Attr::PRIVATE
+        },
+    );
+    m.regs.gpr[Gpr::Rdi as usize] = buf;
+    m.regs.gpr[Gpr::Rdx as usize] = 0x1f0;
+    m.regs.gpr[Gpr::Rcx as usize] = 1;
+    m.vcpu.hv.port_fifo.insert(0x1f0, [0xaabb_ccdd].into());
+    // insd at 2 bytes before the page end: the element straddles pages.
+    assert_eq!(
+        m.vc(IOIO, &[0x6d]),
+        VcOutcome::Exception(Exception::Pf {
+            address: buf + 2,
+            error_code: 3
+        })
+    );
+    assert_eq!(m.vcpu.hv.port_fifo[&0x1f0].len(), 1);
+    assert_eq!(m.vcpu.hv.exits, 0);
+    // MOVS from MMIO into a read-only private page: #PF before the read.
+    let mut m = mmio_machine();
+    let dst = 0xffff_8880_0006_0000;
+    m.mem.set_attr(
+        dst,
+        Attr {
+            writable: false,
+            ..Attr::PRIVATE
+        },
+    );
+    m.regs.gpr[Gpr::Rsi as usize] = MMIO_VA + 0x10;
+    m.regs.gpr[Gpr::Rdi as usize] = dst;
+    assert_eq!(
+        m.vc(NPF, &[0xa4]),
+        VcOutcome::Exception(Exception::Pf {
+            address: dst,
+            error_code: 3
+        })
+    );
+    assert!(m.vcpu.hv.mmio_log.is_empty());
+}

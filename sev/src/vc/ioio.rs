@@ -10,7 +10,8 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use super::insn::{
     linear_address, mismatch, read_reg, reg_operand, string_address_mask, write_reg,
 };
-use super::{Fault, Gpr, GuestMemory, RFLAGS_DF, RegisterFrame, Step, VcOutcome};
+use super::{Fault, Gpr, GuestMemory, PageWalk, RFLAGS_DF, RegisterFrame, Step, VcOutcome};
+use crate::exception::{Exception, PF_PRESENT, PF_WRITE};
 use crate::ghcb::{GhcbTransport, SHARED_BUFFER_SIZE};
 use crate::ioio::{IoSegment, IoioInfo};
 use crate::nae;
@@ -37,7 +38,7 @@ fn segment(r: Register) -> IoSegment {
 pub(super) fn emulate<R, M, T>(i: &Instruction, regs: &mut R, mem: &mut M, ghcb: &mut T) -> Step
 where
     R: RegisterFrame + ?Sized,
-    M: GuestMemory + ?Sized,
+    M: GuestMemory + PageWalk + ?Sized,
     T: GhcbTransport + ?Sized,
 {
     let base = IoioInfo {
@@ -99,10 +100,38 @@ fn reverse_elements(buf: &mut [u8], size: usize) {
     }
 }
 
+/// Checks that every page of `[lo, lo + len)` is mapped writable.
+fn probe_writable<M: PageWalk + ?Sized>(mem: &mut M, lo: u64, len: u64) -> Result<(), Fault> {
+    let last = lo.wrapping_add(len - 1);
+    let mut page = lo & !0xfff;
+    loop {
+        let va = page.max(lo);
+        match mem.translate(va) {
+            None => {
+                return Err(Fault::Exception(Exception::Pf {
+                    address: va,
+                    error_code: PF_WRITE,
+                }));
+            }
+            Some(m) if !m.writable => {
+                return Err(Fault::Exception(Exception::Pf {
+                    address: va,
+                    error_code: PF_PRESENT | PF_WRITE,
+                }));
+            }
+            Some(_) => {}
+        }
+        if page == last & !0xfff {
+            return Ok(());
+        }
+        page = page.wrapping_add(0x1000);
+    }
+}
+
 fn string<R, M, T>(i: &Instruction, input: bool, regs: &mut R, mem: &mut M, ghcb: &mut T) -> Step
 where
     R: RegisterFrame + ?Sized,
-    M: GuestMemory + ?Sized,
+    M: GuestMemory + PageWalk + ?Sized,
     T: GhcbTransport + ?Sized,
 {
     let size = i.memory_size().size() as u64;
@@ -149,6 +178,9 @@ where
     let mut buf = [0u8; SHARED_BUFFER_SIZE];
     let data = &mut buf[..len];
     if input {
+        // Probe the destination first: a fault after the hypervisor has
+        // read the port would lose the device's data.
+        probe_writable(mem, lo, len as u64)?;
         nae::io_string(ghcb, info, n, data)?;
         if down {
             reverse_elements(data, size as usize);

@@ -182,6 +182,14 @@ fn movs_side<M: PageWalk + ?Sized>(
         error_code: wbit,
     }))?;
     if m.encrypted && !m.user {
+        // Check the private side before any device access, so a fault
+        // cannot come after the device has seen a read with side effects.
+        if write && !m.writable {
+            return Err(Fault::Exception(Exception::Pf {
+                address: va,
+                error_code: PF_PRESENT | PF_WRITE,
+            }));
+        }
         Ok(Side::Memory)
     } else {
         mmio_gpa(mem, va, size, write).map(Side::Mmio)
