@@ -43,11 +43,11 @@ bitflags::bitflags! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SevCpuid {
     pub features: SevCpuidFeatures,
-    /// EBX[5:0]: position of the C-bit in a page table entry.
+    /// `EBX[5:0]`: position of the C-bit in a page table entry.
     pub cbit: u8,
-    /// EBX[11:6]: physical address bits lost when encryption is on.
+    /// `EBX[11:6]`: physical address bits lost when encryption is on.
     pub phys_addr_reduction: u8,
-    /// EBX[15:12]: number of VMPLs.
+    /// `EBX[15:12]`: number of VMPLs.
     pub vmpl_count: u8,
     /// ECX: number of encrypted guests supported simultaneously.
     pub max_encrypted_guests: u32,

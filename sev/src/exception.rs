@@ -1,6 +1,6 @@
 //! Exceptions the #VC core forwards to the guest, and the event-injection
 //! format a hypervisor uses in SW_EXITINFO2 when it answers a NAE event with
-//! an exception (SW_EXITINFO1[31:0] = 1).
+//! an exception (`SW_EXITINFO1[31:0]` = 1).
 
 /// An exception for the interrupted guest code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

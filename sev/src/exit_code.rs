@@ -100,7 +100,7 @@ pub enum ApJumpTableOp {
     Get = 1,
 }
 
-/// SW_EXITINFO1[31:0] of SNP_AP_CREATION.
+/// `SW_EXITINFO1[31:0]` of SNP_AP_CREATION.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ApCreationOp {
@@ -113,7 +113,7 @@ pub enum ApCreationOp {
 }
 
 impl ApCreationOp {
-    /// Decodes SW_EXITINFO1[31:0].
+    /// Decodes `SW_EXITINFO1[31:0]`.
     pub fn from_raw(v: u32) -> Option<Self> {
         match v {
             0 => Some(Self::CreateOnInit),

@@ -22,5 +22,5 @@ bitflags::bitflags! {
     }
 }
 
-/// The MSR protocol carries the bitmap in GHCBData[63:12], i.e. 52 bits.
+/// The MSR protocol carries the bitmap in `GHCBData[63:12]`, i.e. 52 bits.
 pub const HV_FEATURES_MSR_MASK: u64 = (1 << 52) - 1;

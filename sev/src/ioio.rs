@@ -2,7 +2,7 @@
 //! the SVM IOIO intercept's EXITINFO1 (APM vol. 2, 15.10.2).
 
 /// Effective segment of a string I/O instruction's memory operand
-/// (SW_EXITINFO1[12:10]).
+/// (`SW_EXITINFO1[12:10]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum IoSegment {

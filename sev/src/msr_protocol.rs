@@ -16,7 +16,7 @@ pub const GHCB_MSR: u32 = 0xc001_0130;
 pub const GHCB_PROTOCOL_VERSION: u16 = 2;
 
 const INFO_MASK: u64 = 0xfff;
-/// A 52-bit GFN field (GHCBData[63:12]) with all bits set: "none" / "failed".
+/// A 52-bit GFN field (`GHCBData[63:12]`) with all bits set: "none" / "failed".
 pub const GFN_NONE: u64 = (1 << 52) - 1;
 
 mod code {

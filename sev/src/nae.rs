@@ -409,9 +409,9 @@ pub fn page_state_change<T: GhcbTransport + ?Sized>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestRequestError {
     Nae(NaeError),
-    /// Non-zero firmware status (SW_EXITINFO2[31:0]).
+    /// Non-zero firmware status (`SW_EXITINFO2[31:0]`).
     Firmware(u32),
-    /// Non-zero hypervisor status (SW_EXITINFO2[63:32]).
+    /// Non-zero hypervisor status (`SW_EXITINFO2[63:32]`).
     Vmm(u32),
     /// Extended request: the certificate buffer is too small; this many
     /// pages are needed (from RBX).

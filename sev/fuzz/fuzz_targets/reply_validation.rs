@@ -141,7 +141,11 @@ fuzz_target!(|d: &[u8]| {
         assert!(desc.header.cur_entry <= desc.header.end_entry);
     }
     let sent = PscHeader::from_bytes(d.get(..8).and_then(|x| x.try_into().ok()).unwrap_or([0; 8]));
-    let got = PscHeader::from_bytes(d.get(8..16).and_then(|x| x.try_into().ok()).unwrap_or([0; 8]));
+    let got = PscHeader::from_bytes(
+        d.get(8..16)
+            .and_then(|x| x.try_into().ok())
+            .unwrap_or([0; 8]),
+    );
     if let Ok(done) = PscDescriptor::check_progress(sent, got) {
         assert!(got.cur_entry >= sent.cur_entry && got.end_entry == sent.end_entry);
         assert_eq!(done, got.cur_entry > got.end_entry);
@@ -156,7 +160,11 @@ fuzz_target!(|d: &[u8]| {
     // SAFETY: SnpCpuidTable is repr(C) integers only; any bytes are valid,
     // and `raw` holds exactly size_of::<SnpCpuidTable>() bytes.
     unsafe {
-        core::ptr::copy_nonoverlapping(raw.as_ptr(), (&mut table as *mut SnpCpuidTable).cast(), tsize)
+        core::ptr::copy_nonoverlapping(
+            raw.as_ptr(),
+            (&mut table as *mut SnpCpuidTable).cast(),
+            tsize,
+        )
     };
     let valid = table.validate().is_ok();
     assert_eq!(valid, table.count as usize <= 64);

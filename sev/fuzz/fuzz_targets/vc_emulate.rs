@@ -13,9 +13,10 @@
 use libfuzzer_sys::fuzz_target;
 use sev::ghcb::{GHCB_USAGE_STANDARD, Ghcb, GhcbField, GhcbTransport, SHARED_BUFFER_SIZE};
 use sev::host::NaeRequest;
+use sev::msr_protocol::{GhcbMsr, MsrRequest};
 use sev::termination::REASON_SET_GUEST;
 use sev::vc::{
-    GuestMemory, Gpr, HypercallAbi, HypercallRegs, InsnFetch, MAX_INSN_LEN, Mapping, PageFault,
+    Gpr, GuestMemory, HypercallAbi, HypercallRegs, InsnFetch, MAX_INSN_LEN, Mapping, PageFault,
     PageWalk, RegisterFrame, VcConfig, VcOutcome, VcPerCpu, handle_vc,
 };
 
@@ -153,6 +154,7 @@ struct FuzzHv<'a> {
     mem_attrs: [u8; 8],
     rip: u64,
     exits: usize,
+    msr: u64,
 }
 
 impl GhcbTransport for FuzzHv<'_> {
@@ -174,7 +176,10 @@ impl GhcbTransport for FuzzHv<'_> {
                 attrs: self.mem_attrs,
             };
             let m = mem.mapping(gpa).expect("MMIO to an unmapped page");
-            assert!(!m.encrypted && !m.user, "MMIO to a refused mapping: {req:?}");
+            assert!(
+                !m.encrypted && !m.user,
+                "MMIO to a refused mapping: {req:?}"
+            );
         }
         // Reply: arbitrary valid bitmap, field values and buffer bytes.
         let mode = self.input.u8();
@@ -187,12 +192,34 @@ impl GhcbTransport for FuzzHv<'_> {
         }
         if mode & 2 == 0 {
             // Mostly well-formed success replies, so deep paths get reached.
-            self.ghcb.set(GhcbField::SwExitInfo1, (mode >> 2 & 3) as u64 & 1);
+            self.ghcb
+                .set(GhcbField::SwExitInfo1, (mode >> 2 & 3) as u64 & 1);
         }
         let data: [u8; 64] = self.input.bytes();
         let off = (self.input.u8() as usize * 8).min(SHARED_BUFFER_SIZE - 64);
         self.ghcb.write_shared(off, &data).unwrap();
         self.ghcb.write_shared(0, &data[..16]).unwrap();
+    }
+}
+
+/// MSR-protocol hypervisor for the early handler: checks each request is
+/// well formed, answers with fuzzer-chosen values.
+impl GhcbMsr for FuzzHv<'_> {
+    fn read(&mut self) -> u64 {
+        self.msr
+    }
+    fn write(&mut self, v: u64) {
+        self.msr = v;
+    }
+    fn vmgexit(&mut self) {
+        self.exits += 1;
+        let req = MsrRequest::decode(self.msr).expect("guest sent a malformed MSR request");
+        let raw = self.input.u64();
+        self.msr = match (self.input.u8() & 3, req.response_code()) {
+            // Mostly right response codes, so the value checks get reached.
+            (0..=2, Some(code)) => raw & !0xfff | code as u64,
+            _ => raw,
+        };
     }
 }
 
@@ -235,18 +262,25 @@ fuzz_target!(|data: &[u8]| {
     };
     let code: [u8; MAX_INSN_LEN] = input.bytes();
     let attrs: [u8; 8] = input.bytes();
-    let mut mem = Mem {
-        rip,
-        code,
-        attrs,
-    };
+    let mut mem = Mem { rip, code, attrs };
     let mut hv = FuzzHv {
         ghcb: Box::new(Ghcb::new()),
         input,
         mem_attrs: attrs,
         rip,
         exits: 0,
+        msr: 0,
     };
+    if sel == 0xff {
+        let exit = if exit & 1 == 0 { 0x72 } else { exit };
+        let o = sev::vc::handle_vc_early(exit, &mut regs, &mut mem, &mut hv, None);
+        match o {
+            VcOutcome::Advance(n) => assert_eq!(n, 2),
+            VcOutcome::Terminate(r) => assert_eq!(r.set(), REASON_SET_GUEST),
+            VcOutcome::Repeat | VcOutcome::Exception(_) => panic!("early: {o:?}"),
+        }
+        return;
+    }
     let mut cpu = VcPerCpu::new();
     let cfg = VcConfig {
         cpuid_page: None,

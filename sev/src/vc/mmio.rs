@@ -14,9 +14,7 @@ use super::insn::{
     RegOperand, has_memory_operand, linear_address, mismatch, read_reg, reg_operand, size_mask,
     string_address_mask, write_reg,
 };
-use super::{
-    Fault, Gpr, GuestMemory, InsnFetch, PageWalk, RFLAGS_DF, RegisterFrame, Step, VcOutcome,
-};
+use super::{Fault, Gpr, GuestMemory, PageWalk, RFLAGS_DF, RegisterFrame, Step, VcOutcome};
 use crate::exception::{Exception, PF_PRESENT, PF_WRITE};
 use crate::ghcb::GhcbTransport;
 use crate::nae;
@@ -139,7 +137,7 @@ fn extend(value: u64, from: u8, how: Extend) -> u64 {
 pub(super) fn emulate<R, M, T>(i: &Instruction, regs: &mut R, mem: &mut M, ghcb: &mut T) -> Step
 where
     R: RegisterFrame + ?Sized,
-    M: InsnFetch + PageWalk + GuestMemory + ?Sized,
+    M: PageWalk + GuestMemory + ?Sized,
     T: GhcbTransport + ?Sized,
 {
     match classify(i, regs)? {
