@@ -93,7 +93,11 @@ pub fn call<T: GhcbTransport + ?Sized>(
     g.set(GhcbField::SwExitInfo2, info2);
     t.vmgexit();
     let s = t.ghcb().snapshot();
-    check_reply(&s).inspect_err(|e| log::warn!("NAE {exit:?}: {e:?}"))?;
+    check_reply(&s).inspect_err(|e| match e {
+        // #GP/#UD replies are ordinary (an unknown MSR, say).
+        NaeError::Exception(_) => log::debug!("NAE {exit:?}: {e:?}"),
+        _ => log::warn!("NAE {exit:?}: {e:?}"),
+    })?;
     Ok(s)
 }
 
