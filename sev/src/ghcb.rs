@@ -8,7 +8,8 @@
 //! hypervisor rewriting the GHCB after VMGEXIT cannot make a checked value
 //! differ from the used one).
 
-use core::mem::{offset_of, size_of};
+use core::cell::UnsafeCell;
+use core::mem::{align_of, offset_of, size_of};
 use core::ptr;
 
 /// Offset of the valid bitmap (one bit per qword of the save area).
@@ -124,8 +125,16 @@ impl GhcbField {
 }
 
 /// The GHCB page. Align it to 4 KiB and map it decrypted (shared).
+///
+/// The hypervisor writes this memory behind the compiler's back, so the
+/// contents live in an [`UnsafeCell`] and are only touched with volatile
+/// accesses.
+#[repr(transparent)]
+pub struct Ghcb(UnsafeCell<GhcbLayout>);
+
+/// The page layout (GHCB spec, "GHCB layout").
 #[repr(C, align(4096))]
-pub struct Ghcb {
+struct GhcbLayout {
     save_area: [u8; VALID_BITMAP_OFFSET],
     valid_bitmap: [u8; 16],
     reserved_0x400: [u8; SHARED_BUFFER_OFFSET - 0x400],
@@ -137,10 +146,11 @@ pub struct Ghcb {
 
 const _: () = {
     assert!(size_of::<Ghcb>() == 4096);
-    assert!(offset_of!(Ghcb, valid_bitmap) == VALID_BITMAP_OFFSET);
-    assert!(offset_of!(Ghcb, shared_buffer) == SHARED_BUFFER_OFFSET);
-    assert!(offset_of!(Ghcb, protocol_version) == 0xffa);
-    assert!(offset_of!(Ghcb, usage) == 0xffc);
+    assert!(align_of::<Ghcb>() == 4096);
+    assert!(offset_of!(GhcbLayout, valid_bitmap) == VALID_BITMAP_OFFSET);
+    assert!(offset_of!(GhcbLayout, shared_buffer) == SHARED_BUFFER_OFFSET);
+    assert!(offset_of!(GhcbLayout, protocol_version) == 0xffa);
+    assert!(offset_of!(GhcbLayout, usage) == 0xffc);
 };
 
 /// Out-of-range access to the shared buffer.
@@ -156,7 +166,7 @@ impl Default for Ghcb {
 impl Ghcb {
     /// An all-zero page.
     pub const fn new() -> Self {
-        Self {
+        Self(UnsafeCell::new(GhcbLayout {
             save_area: [0; VALID_BITMAP_OFFSET],
             valid_bitmap: [0; 16],
             reserved_0x400: [0; SHARED_BUFFER_OFFSET - 0x400],
@@ -164,15 +174,15 @@ impl Ghcb {
             reserved_0xff0: [0; 10],
             protocol_version: 0,
             usage: 0,
-        }
+        }))
     }
 
     fn base(&self) -> *const u8 {
-        ptr::from_ref(self).cast()
+        self.0.get().cast_const().cast()
     }
 
     fn base_mut(&mut self) -> *mut u8 {
-        ptr::from_mut(self).cast()
+        self.0.get().cast()
     }
 
     fn read_u64_at(&self, off: usize) -> u64 {
@@ -415,8 +425,11 @@ mod tests {
     #[test]
     fn page_layout() {
         assert_eq!(size_of::<Ghcb>(), 4096);
-        assert_eq!(core::mem::align_of::<Ghcb>(), 4096);
-        assert_eq!(offset_of!(Ghcb, shared_buffer) + SHARED_BUFFER_SIZE, 0xff0);
+        assert_eq!(align_of::<Ghcb>(), 4096);
+        assert_eq!(
+            offset_of!(GhcbLayout, shared_buffer) + SHARED_BUFFER_SIZE,
+            0xff0
+        );
     }
 
     #[test]
@@ -428,8 +441,12 @@ mod tests {
         assert_eq!(g.get(GhcbField::Rax), Some(0x1234));
         assert_eq!(g.get(GhcbField::Cpl), Some(0xff));
         assert_eq!(g.get(GhcbField::Rbx), None);
-        // SAFETY: Ghcb is a plain 4096-byte repr(C) struct with no padding.
-        let bytes: &[u8; 4096] = unsafe { &*ptr::from_ref(&*g).cast() };
+        let view = |g: &Ghcb| -> [u8; 4096] {
+            // SAFETY: the page is 4096 initialized bytes (repr(C), no
+            // padding), and nothing writes it during this copy.
+            unsafe { ptr::read(g.base().cast::<[u8; 4096]>()) }
+        };
+        let bytes = view(&g);
         assert_eq!(bytes[VALID_BITMAP_OFFSET + 7], 0x80, "RAX is bit 63");
         assert_eq!(bytes[VALID_BITMAP_OFFSET + 3], 0x02, "CPL is bit 25");
         let s = g.snapshot();
@@ -440,7 +457,7 @@ mod tests {
         g.prepare(2);
         assert_eq!(g.snapshot().get(GhcbField::Cpl), None);
         assert_eq!(g.protocol_version(), 2);
-        assert_eq!(bytes[0xffa], 2);
+        assert_eq!(view(&g)[0xffa], 2);
         g.set_usage(0x1234_5678);
         assert_eq!(g.usage(), 0x1234_5678);
         assert_eq!(g.protocol_version(), 2);
