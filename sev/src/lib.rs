@@ -11,6 +11,7 @@
 //!   0x8000001F and the SNP CPUID page), [`secrets`], [`attestation`],
 //! - the #VC emulation core ([`vc`]),
 //! - the hypervisor side of the protocol ([`host`]),
+//! - the hardware transports a stage uses in a real guest ([`hw`]),
 //! - termination reasons ([`termination`]).
 //!
 //! Everything a hypervisor returns is treated as attacker input.
@@ -23,6 +24,8 @@ pub mod exit_code;
 pub mod ghcb;
 pub mod host;
 pub mod hv_features;
+#[cfg(target_arch = "x86_64")]
+pub mod hw;
 pub mod ioio;
 pub mod msr_protocol;
 pub mod nae;
