@@ -165,7 +165,9 @@ impl HostError {
 /// Checks that `[scratch, scratch + len)` lies inside the shared buffer of
 /// the GHCB at `ghcb_gpa`.
 pub fn scratch_range(ghcb_gpa: u64, scratch: u64, len: u64) -> Result<Scratch, HostError> {
-    let base = ghcb_gpa + SHARED_BUFFER_OFFSET as u64;
+    let base = ghcb_gpa
+        .checked_add(SHARED_BUFFER_OFFSET as u64)
+        .ok_or(HostError::InvalidScratch)?;
     let offset = scratch.checked_sub(base).ok_or(HostError::InvalidScratch)?;
     let end = offset.checked_add(len).ok_or(HostError::InvalidScratch)?;
     if end > SHARED_BUFFER_SIZE as u64 {

@@ -374,6 +374,16 @@ pub fn request<M: GhcbMsr + ?Sized>(
     })
 }
 
+/// The error for a response of the right code but the wrong variant, which
+/// [`MsrResponse::expect`] makes impossible; kept as an error rather than a
+/// panic so no path of the protocol can panic.
+fn mismatched(resp: MsrResponse) -> MsrProtocolError {
+    MsrProtocolError::WrongResponse {
+        expected: 0,
+        got: (resp.encode() & INFO_MASK) as u16,
+    }
+}
+
 /// Decoded SEV information.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SevInfo {
@@ -414,7 +424,7 @@ pub fn cpuid<M: GhcbMsr + ?Sized>(
     for (slot, reg) in out.iter_mut().zip(CpuidReg::ALL) {
         match request(msr, MsrRequest::Cpuid { function, reg })? {
             MsrResponse::Cpuid { value, .. } => *slot = value,
-            _ => unreachable!("expect() checked the response code"),
+            other => return Err(mismatched(other)),
         }
     }
     Ok(out)
@@ -431,7 +441,7 @@ pub fn preferred_ghcb_gpa<M: GhcbMsr + ?Sized>(
 ) -> Result<Option<u64>, MsrProtocolError> {
     match request(msr, MsrRequest::PreferredGhcbGpa)? {
         MsrResponse::PreferredGhcbGpa { gfn } => Ok(gfn.map(|g| g << 12)),
-        _ => unreachable!("expect() checked the response code"),
+        other => Err(mismatched(other)),
     }
 }
 
@@ -453,7 +463,7 @@ pub fn run_vmpl<M: GhcbMsr + ?Sized>(msr: &mut M, vmpl: u8) -> Result<(), MsrPro
 pub fn hv_features<M: GhcbMsr + ?Sized>(msr: &mut M) -> Result<HvFeatures, MsrProtocolError> {
     match request(msr, MsrRequest::HvFeatures)? {
         MsrResponse::HvFeatures(f) => Ok(f),
-        _ => unreachable!("expect() checked the response code"),
+        other => Err(mismatched(other)),
     }
 }
 

@@ -54,7 +54,7 @@ impl NaeError {
 
 /// Guest-physical address of the shared buffer of `t`'s GHCB.
 pub fn shared_buffer_gpa<T: GhcbTransport + ?Sized>(t: &T) -> u64 {
-    t.ghcb_gpa() + SHARED_BUFFER_OFFSET as u64
+    t.ghcb_gpa().wrapping_add(SHARED_BUFFER_OFFSET as u64)
 }
 
 /// Checks SW_EXITINFO1/2 of a reply.
@@ -253,8 +253,8 @@ pub fn io_string<T: GhcbTransport + ?Sized>(
     data: &mut [u8],
 ) -> Result<(), NaeError> {
     debug_assert!(info.string);
-    let len = count as usize * info.size as usize;
-    if len > SHARED_BUFFER_SIZE || data.len() != len {
+    let len = count.saturating_mul(info.size as u64);
+    if len > SHARED_BUFFER_SIZE as u64 || data.len() as u64 != len {
         return Err(NaeError::TooLarge);
     }
     if !info.input {

@@ -348,7 +348,22 @@ where
         // Exception intercepts carry no instruction to emulate.
         ExitCode::ExceptionDb => return Err(Fault::Exception(Exception::Db)),
         ExitCode::ExceptionAc => return Err(Fault::Exception(Exception::Ac)),
-        _ => {}
+        ExitCode::Cpuid
+        | ExitCode::Npf
+        | ExitCode::Ioio
+        | ExitCode::Msr
+        | ExitCode::Rdtsc
+        | ExitCode::Rdtscp
+        | ExitCode::Rdpmc
+        | ExitCode::ReadDr7
+        | ExitCode::WriteDr7
+        | ExitCode::Wbinvd
+        | ExitCode::Invd
+        | ExitCode::Monitor
+        | ExitCode::Mwait
+        | ExitCode::Vmmcall => {}
+        // VMGEXIT-only codes never arrive as a #VC error code.
+        _ => return Err(Fault::Terminate(GuestReason::UnsupportedExit)),
     }
     let bytes = insn::fetch(regs, mem)?;
     // CPUID is the hottest #VC: its plain two-byte form (0F A2, nothing else
