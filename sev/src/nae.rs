@@ -12,7 +12,7 @@ use crate::ghcb::{
     GhcbField, GhcbSnapshot, GhcbTransport, MissingField, SHARED_BUFFER_OFFSET, SHARED_BUFFER_SIZE,
 };
 use crate::hv_features::HvFeatures;
-use crate::ioio::IoioInfo;
+use crate::ioio::{IoSegment, IoioInfo};
 use crate::msr_protocol::GHCB_PROTOCOL_VERSION;
 use crate::psc::{PSC_DESCRIPTOR_SIZE, PscDescriptor, PscError, PscHeader};
 use crate::termination::{GuestReason, TerminationReason};
@@ -224,21 +224,34 @@ pub fn mwait<T: GhcbTransport + ?Sized>(t: &mut T, eax: u32, ecx: u32) -> Result
     .map(drop)
 }
 
-/// Non-string IN: returns the value truncated to the access size.
-pub fn io_in<T: GhcbTransport + ?Sized>(t: &mut T, info: IoioInfo) -> Result<u32, NaeError> {
-    debug_assert!(info.input && !info.string);
-    let s = call(t, ExitCode::Ioio, info.encode(), 0, &[])?;
-    let mask = size_mask(info.size);
-    Ok((s.require(GhcbField::Rax)? & mask) as u32)
+fn port_info(port: u16, size: u8, input: bool) -> IoioInfo {
+    IoioInfo {
+        port,
+        input,
+        string: false,
+        rep: false,
+        size,
+        address_size: 8,
+        segment: IoSegment::Es,
+    }
 }
 
-/// Non-string OUT of `value` (truncated to the access size).
+/// IN of `size` bytes (1, 2 or 4; anything else is 4) from `port`: the
+/// value is truncated to the access size.
+pub fn io_in<T: GhcbTransport + ?Sized>(t: &mut T, port: u16, size: u8) -> Result<u32, NaeError> {
+    let info = port_info(port, size, true);
+    let s = call(t, ExitCode::Ioio, info.encode(), 0, &[])?;
+    Ok((s.require(GhcbField::Rax)? & size_mask(info.size)) as u32)
+}
+
+/// OUT of `value` (truncated to `size` bytes: 1, 2 or 4) to `port`.
 pub fn io_out<T: GhcbTransport + ?Sized>(
     t: &mut T,
-    info: IoioInfo,
+    port: u16,
+    size: u8,
     value: u32,
 ) -> Result<(), NaeError> {
-    debug_assert!(!info.input && !info.string);
+    let info = port_info(port, size, false);
     let v = value as u64 & size_mask(info.size);
     call(t, ExitCode::Ioio, info.encode(), 0, &[(GhcbField::Rax, v)]).map(drop)
 }
@@ -252,7 +265,10 @@ pub fn io_string<T: GhcbTransport + ?Sized>(
     count: u64,
     data: &mut [u8],
 ) -> Result<(), NaeError> {
-    debug_assert!(info.string);
+    let info = IoioInfo {
+        string: true,
+        ..info
+    };
     let len = count.saturating_mul(info.size as u64);
     if len > SHARED_BUFFER_SIZE as u64 || data.len() as u64 != len {
         return Err(NaeError::TooLarge);
@@ -282,8 +298,7 @@ fn size_mask(size: u8) -> u64 {
     match size {
         1 => 0xff,
         2 => 0xffff,
-        4 => 0xffff_ffff,
-        _ => u64::MAX,
+        _ => 0xffff_ffff,
     }
 }
 

@@ -82,13 +82,13 @@ fn msr_exceptions_are_forwarded() {
 fn port_io() {
     let mut v = Vcpu::default();
     v.hv.ports.insert(0x3fd, 0x1_2360);
-    assert_eq!(nae::io_in(&mut v, io(0x3fd, true, 1)), Ok(0x60));
-    assert_eq!(nae::io_in(&mut v, io(0x3fd, true, 2)), Ok(0x2360));
-    assert_eq!(nae::io_out(&mut v, io(0x3f8, false, 1), 0x1141), Ok(()));
+    assert_eq!(nae::io_in(&mut v, 0x3fd, 1), Ok(0x60));
+    assert_eq!(nae::io_in(&mut v, 0x3fd, 2), Ok(0x2360));
+    assert_eq!(nae::io_out(&mut v, 0x3f8, 1, 0x1141), Ok(()));
     assert_eq!(v.hv.port_log, vec![(0x3f8, 1, 0x41)]);
     // A hypervisor returning more than the access width is truncated.
     v.hv.ghcb_lie = Some(Box::new(|_, g| g.set(GhcbField::Rax, u64::MAX)));
-    assert_eq!(nae::io_in(&mut v, io(0x60, true, 1)), Ok(0xff));
+    assert_eq!(nae::io_in(&mut v, 0x60, 1), Ok(0xff));
 }
 
 #[test]
@@ -291,9 +291,7 @@ fn missing_valid_bits_are_refused() {
         (GhcbField::Rbx, |v| nae::cpuid(v, 0, 0, 1).map(drop)),
         (GhcbField::Rdx, |v| nae::rdmsr(v, 0x1b).map(drop)),
         (GhcbField::Rcx, |v| nae::rdtscp(v).map(drop)),
-        (GhcbField::Rax, |v| {
-            nae::io_in(v, io(0x60, true, 1)).map(drop)
-        }),
+        (GhcbField::Rax, |v| nae::io_in(v, 0x60, 1).map(drop)),
         (GhcbField::SwExitInfo2, |v| {
             nae::ap_jump_table_get(v).map(drop)
         }),

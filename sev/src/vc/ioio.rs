@@ -41,15 +41,6 @@ where
     M: GuestMemory + PageWalk + ?Sized,
     T: GhcbTransport + ?Sized,
 {
-    let base = IoioInfo {
-        port: 0,
-        input: false,
-        string: false,
-        rep: false,
-        size: 1,
-        address_size: 8,
-        segment: IoSegment::Es,
-    };
     match i.mnemonic() {
         Mnemonic::In | Mnemonic::Out => {
             let input = i.mnemonic() == Mnemonic::In;
@@ -57,17 +48,12 @@ where
             let reg = reg_operand(i.op_register(data_op))
                 .filter(|r| r.gpr == Gpr::Rax && !r.high8 && r.size <= 4)
                 .ok_or_else(mismatch)?;
-            let info = IoioInfo {
-                port: port(i, port_op, regs)?,
-                input,
-                size: reg.size,
-                ..base
-            };
+            let port = port(i, port_op, regs)?;
             if input {
-                let v = nae::io_in(ghcb, info)?;
+                let v = nae::io_in(ghcb, port, reg.size)?;
                 write_reg(regs, reg, v as u64);
             } else {
-                nae::io_out(ghcb, info, read_reg(regs, reg) as u32)?;
+                nae::io_out(ghcb, port, reg.size, read_reg(regs, reg) as u32)?;
             }
             Ok(VcOutcome::Advance(i.len() as u8))
         }
