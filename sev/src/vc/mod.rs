@@ -12,6 +12,22 @@
 //! encrypted and user mappings; replies are validated by [`crate::nae`].
 //!
 //! Only 64-bit code is decoded: both of our stages run in long mode.
+//!
+//! A stage's #VC handler, in outline:
+//!
+//! ```text
+//! boot:  sev::vc::init_decoder();               // after the heap exists
+//! #VC:   let use_ = nesting.enter()?;           // else terminate(NestedVc)
+//!        if use_ == GhcbUse::Nested { backup.copy_from(ghcb) }
+//!        let mut t = unsafe { HwGhcb::new(ghcb, ghcb_gpa) };
+//!        match handle_vc(error_code, frame, &mut walker, &mut t, &mut per_cpu, &cfg) {
+//!            VcOutcome::Advance(n) => frame.rip += n,
+//!            VcOutcome::Repeat => {}
+//!            VcOutcome::Exception(e) => raise e in the interrupted context,
+//!            VcOutcome::Terminate(r) => sev::nae::terminate(&mut t, r),
+//!        }
+//!        restore the backup if nested; nesting.exit();
+//! ```
 
 mod cpuid;
 mod early;
