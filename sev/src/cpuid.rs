@@ -100,6 +100,20 @@ impl SevCpuid {
     }
 }
 
+/// Whether a CPUID answer denies SEV: the extended range stops before
+/// 0x8000001F, or that leaf lacks the SEV bit. A #VC only happens in an
+/// SEV-ES guest, so such an answer can only be a hypervisor trying to steer
+/// the guest onto its non-SEV paths (scenario 10).
+pub fn hides_sev(leaf: u32, out: [u32; 4]) -> bool {
+    match leaf {
+        0x8000_0000 => out[0] < SEV_CPUID_LEAF,
+        SEV_CPUID_LEAF => {
+            !SevCpuidFeatures::from_bits_retain(out[0]).contains(SevCpuidFeatures::SEV)
+        }
+        _ => false,
+    }
+}
+
 /// One entry of the SNP CPUID page (SNP ABI, "CPUID_FUNCTION").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -207,6 +221,15 @@ impl SnpCpuidTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sev_hiding_answers() {
+        assert!(hides_sev(0x8000_0000, [0x8000_0008, 0, 0, 0]));
+        assert!(!hides_sev(0x8000_0000, [0x8000_0021, 0, 0, 0]));
+        assert!(hides_sev(SEV_CPUID_LEAF, [0x1, 51, 0, 0]));
+        assert!(!hides_sev(SEV_CPUID_LEAF, [0x2, 51, 0, 0]));
+        assert!(!hides_sev(0, [0; 4]));
+    }
 
     #[test]
     fn leaf_8000001f_decoding() {

@@ -991,3 +991,28 @@ fn faults_are_raised_before_the_device_is_touched() {
     );
     assert!(m.vcpu.hv.mmio_log.is_empty());
 }
+
+#[test]
+fn cpuid_answers_that_hide_sev_terminate() {
+    let mut m = Machine::default();
+    m.vcpu.hv.cpuid.insert((0x8000_001f, 0), [0x8, 51, 0, 0]);
+    m.regs.gpr[0] = 0x8000_001f;
+    assert_eq!(
+        m.vc(ExitCode::Cpuid as u64, &[0x0f, 0xa2]),
+        terminate(GuestReason::CpuidLies)
+    );
+    m.vcpu
+        .hv
+        .cpuid
+        .insert((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]);
+    m.regs.gpr[0] = 0x8000_0000;
+    assert_eq!(
+        m.vc_again(ExitCode::Cpuid as u64),
+        terminate(GuestReason::CpuidLies)
+    );
+    // Nothing was cached: asking again asks again.
+    let exits = m.vcpu.hv.exits;
+    m.regs.gpr[0] = 0x8000_0000;
+    m.vc_again(ExitCode::Cpuid as u64);
+    assert_eq!(m.vcpu.hv.exits, exits + 1);
+}

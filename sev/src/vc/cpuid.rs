@@ -1,11 +1,13 @@
 //! CPUID emulation with a per-CPU result cache. Under SNP the CPUID page is
 //! the only source; otherwise the hypervisor is asked once per (leaf,
 //! subleaf, XCR0) and the answer reused, which keeps hot CPUID loops out of
-//! VMGEXIT.
+//! VMGEXIT. Answers that deny SEV terminate (see [`hides_sev`]).
 
-use super::{Gpr, RegisterFrame, Step, VcConfig, VcOutcome, VcPerCpu};
+use super::{Fault, Gpr, RegisterFrame, Step, VcConfig, VcOutcome, VcPerCpu};
+use crate::cpuid::hides_sev;
 use crate::ghcb::GhcbTransport;
 use crate::nae;
+use crate::termination::GuestReason;
 
 const CACHE_ENTRIES: usize = 16;
 
@@ -92,6 +94,9 @@ where
                 Some(page) => page.lookup(leaf, subleaf, xcr0, 0).unwrap_or([0; 4]),
                 None => nae::cpuid(ghcb, leaf, subleaf, xcr0)?,
             };
+            if hides_sev(leaf, r) {
+                return Err(Fault::Terminate(GuestReason::CpuidLies));
+            }
             cpu.cpuid.insert(leaf, subleaf, xcr0, r);
             r
         }

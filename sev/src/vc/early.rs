@@ -8,7 +8,7 @@
 //! the extended range must reach 0x8000001F and that leaf must report SEV.
 
 use super::{Fault, Gpr, InsnFetch, RegisterFrame, VcOutcome, insn};
-use crate::cpuid::{SEV_CPUID_LEAF, SevCpuidFeatures, SnpCpuidTable, is_indexed_leaf};
+use crate::cpuid::{SnpCpuidTable, hides_sev, is_indexed_leaf};
 use crate::exit_code::ExitCode;
 use crate::msr_protocol::{self, GhcbMsr};
 use crate::termination::GuestReason;
@@ -72,14 +72,7 @@ where
             msr_protocol::cpuid(msr, leaf).map_err(|e| Fault::Terminate(e.reason()))?
         }
     };
-    let hides_sev = match leaf {
-        0x8000_0000 => out[0] < SEV_CPUID_LEAF,
-        SEV_CPUID_LEAF => {
-            !SevCpuidFeatures::from_bits_retain(out[0]).contains(SevCpuidFeatures::SEV)
-        }
-        _ => false,
-    };
-    if hides_sev {
+    if hides_sev(leaf, out) {
         return Err(Fault::Terminate(GuestReason::CpuidLies));
     }
     for (r, v) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx]
