@@ -1,0 +1,146 @@
+//! The decompressor stage: an EFI application that collects what the firmware knows, exits boot
+//! services, unpacks and checks the embedded kernel, loads it and jumps to it with a `BootInfo`.
+#![no_std]
+#![no_main]
+
+mod efi;
+mod fw_cfg;
+
+use handoff::bootinfo::BootInfo;
+use handoff::elf::Elf;
+use handoff::payload::{self, Header};
+use uefi_raw::table::system::SystemTable;
+use uefi_raw::{Handle, Status};
+use x86::qemu::{ExitStatus, debug_exit, halt_forever};
+use x86::{serial_println, tsc::rdtsc};
+
+/// The packed kernel, put here by `cargo xtask build`.
+static PAYLOAD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kernel.payload"));
+
+/// Everything that can stop the stage, each with its own message.
+enum StageError {
+    Efi(efi::EfiError),
+    Payload(payload::PayloadError),
+    Elf(handoff::elf::ElfError),
+}
+
+impl core::fmt::Display for StageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Efi(e) => write!(f, "firmware call {} failed: {:?}", e.0, e.1),
+            Self::Payload(e) => write!(f, "{e}"),
+            Self::Elf(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The firmware's entry point into the stage.
+#[unsafe(no_mangle)]
+pub extern "efiapi" fn _start(image: Handle, st: *mut SystemTable) -> Status {
+    let efi_entry = rdtsc();
+    x86::serial::init();
+    serial_println!("stage: started");
+    // SAFETY: these are the firmware's own entry arguments.
+    let fw = unsafe { efi::Firmware::new(image, st) };
+    match run(fw, efi_entry) {
+        Ok(never) => match never {},
+        Err(e) => fail(format_args!("{e}")),
+    }
+}
+
+fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, StageError> {
+    let header = Header::parse(PAYLOAD).map_err(StageError::Payload)?;
+    let pages = |bytes: u64| bytes.div_ceil(4096) as usize;
+
+    // Reserve everything while the firmware still hands out memory: the BootInfo, the kernel
+    // image, the buffer the ELF is decompressed into, and a page below 1 MiB for the APs.
+    let info_addr = fw
+        .allocate_pages(pages(size_of::<BootInfo>() as u64), None)
+        .map_err(StageError::Efi)?;
+    let image_addr = fw
+        .allocate_pages(pages(header.image_span), None)
+        .map_err(StageError::Efi)?;
+    let elf_addr = fw
+        .allocate_pages(pages(header.uncompressed_len), None)
+        .map_err(StageError::Efi)?;
+    let ap_trampoline = fw.allocate_pages(1, Some(0x9_ffff)).unwrap_or(0);
+    let tsc_hz = fw.tsc_hz();
+
+    // SAFETY: freshly allocated loader-data pages, large enough, owned by us from now on.
+    let info = unsafe { &mut *(info_addr as *mut BootInfo) };
+    *info = BootInfo::new();
+    info.timestamps.efi_entry = efi_entry;
+    info.tsc_hz = tsc_hz;
+    info.ap_trampoline = ap_trampoline;
+    info.rsdp = fw.rsdp().unwrap_or(0);
+    info.cc_blob = fw.cc_blob().unwrap_or(0);
+    let mut line = [0u8; handoff::bootinfo::MAX_CMDLINE];
+    let mut n = fw.load_options(&mut line);
+    let mut text = cmdline_text(&line[..n]);
+    if text.is_empty() {
+        n = fw_cfg::read_file(fw_cfg::CMDLINE_FILE, &mut line).unwrap_or(0);
+        text = cmdline_text(&line[..n]);
+    }
+    info.set_cmdline(text);
+
+    fw.exit_boot_services(info).map_err(StageError::Efi)?;
+    info.timestamps.exit_boot_services = rdtsc();
+
+    // SAFETY: reserved above, exactly `uncompressed_len` bytes, not aliased.
+    let elf_buf = unsafe {
+        core::slice::from_raw_parts_mut(elf_addr as *mut u8, header.uncompressed_len as usize)
+    };
+    payload::unpack(PAYLOAD, elf_buf, |src, dst| {
+        lz4_flex::block::decompress_into(src, dst).ok()
+    })
+    .map_err(StageError::Payload)?;
+    info.timestamps.decompressed = rdtsc();
+    let elf = Elf::parse(elf_buf).map_err(StageError::Elf)?;
+    let span = elf.span();
+    // SAFETY: reserved above with `image_span` bytes; `load` checks that the ELF fits.
+    let image = unsafe {
+        core::slice::from_raw_parts_mut(image_addr as *mut u8, header.image_span as usize)
+    };
+    let entry = elf.load(image, image_addr).map_err(StageError::Elf)?;
+    info.kernel_start = image_addr;
+    info.kernel_len = span;
+    // SAFETY: reading CR3 has no side effects.
+    info.page_tables.cr3 = unsafe { x86::cr::read_cr3() };
+    serial_println!("stage: kernel loaded at {image_addr:#x} ({span} bytes), entry {entry:#x}");
+    info.timestamps.kernel_entry = rdtsc();
+    // SAFETY: `entry` is the loaded kernel's entry point, which takes the BootInfo in RDI and
+    // never returns; the identity map covers the kernel image and the BootInfo.
+    unsafe {
+        core::arch::asm!("cli", "jmp {entry}", entry = in(reg) entry, in("rdi") info_addr, options(noreturn))
+    }
+}
+
+/// The command line as text: printable ASCII only (a firmware boot entry may carry binary
+/// data), without a leading image name (the UEFI shell passes `stage.efi args...`).
+fn cmdline_text(raw: &[u8]) -> &str {
+    if !raw.iter().all(|&c| (0x20..0x7f).contains(&c)) {
+        return "";
+    }
+    let s = core::str::from_utf8(raw).unwrap_or("").trim();
+    match s.split_once(' ') {
+        Some((first, rest)) if is_efi_name(first) => rest.trim(),
+        None if is_efi_name(s) => "",
+        _ => s,
+    }
+}
+
+fn is_efi_name(s: &str) -> bool {
+    s.len() >= 4 && s.as_bytes()[s.len() - 4..].eq_ignore_ascii_case(b".efi")
+}
+
+fn fail(msg: core::fmt::Arguments) -> ! {
+    x86::serial::force_unlock();
+    serial_println!("stage: error: {msg}");
+    debug_exit(ExitStatus::Failure);
+    halt_forever()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    fail(format_args!("panic: {info}"))
+}

@@ -1,0 +1,253 @@
+//! `BootInfo`: what the stage tells the kernel, at a stable, versioned layout.
+//!
+//! The kernel's entry point is called with the System V ABI as `entry(boot_info: *const BootInfo)`,
+//! interrupts disabled, on the stage's identity-mapped page tables, which map at least the kernel
+//! image and this structure. The kernel checks [`BootInfo::validate`] before using any field.
+//! Version history: 1 — first layout.
+
+/// "SEVBOOT" followed by a zero byte, little endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SEVBOOT\0");
+/// Layout version; bumped on every incompatible change.
+pub const VERSION: u32 = 1;
+/// Capacity of the memory map.
+pub const MAX_MEMORY_REGIONS: usize = 256;
+/// Capacity of the command line, in bytes.
+pub const MAX_CMDLINE: usize = 1024;
+
+/// Kind of a physical memory region (an open set: unknown values are treated as reserved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct MemoryKind(pub u32);
+
+impl MemoryKind {
+    /// Free RAM the kernel may allocate from.
+    pub const USABLE: Self = Self(1);
+    /// Not to be touched.
+    pub const RESERVED: Self = Self(2);
+    /// ACPI tables; reusable once parsed.
+    pub const ACPI_RECLAIMABLE: Self = Self(3);
+    /// ACPI NVS: firmware-owned.
+    pub const ACPI_NVS: Self = Self(4);
+    /// Memory-mapped I/O the firmware reported.
+    pub const MMIO: Self = Self(5);
+    /// Loaded by or for the stage: the kernel image, this structure, the AP trampoline page.
+    pub const BOOTLOADER: Self = Self(6);
+    /// Runtime-services memory: must stay mapped and untouched.
+    pub const FIRMWARE_RUNTIME: Self = Self(7);
+}
+
+/// One physical memory region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct MemoryRegion {
+    pub start: u64,
+    pub len: u64,
+    pub kind: MemoryKind,
+    pub _reserved: u32,
+}
+
+impl MemoryRegion {
+    pub const EMPTY: Self = Self {
+        start: 0,
+        len: 0,
+        kind: MemoryKind::RESERVED,
+        _reserved: 0,
+    };
+
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.len)
+    }
+}
+
+/// TSC readings at the stage's milestones, for `cargo xtask bench boot`.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Timestamps {
+    pub efi_entry: u64,
+    pub exit_boot_services: u64,
+    pub decompressed: u64,
+    pub kernel_entry: u64,
+}
+
+/// The stage's page-table state at hand-over.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct PageTableState {
+    /// CR3 at hand-over.
+    pub cr3: u64,
+    /// The stage's page-table pool (physical start, length); reclaimable once the kernel runs on
+    /// its own tables.
+    pub pool_start: u64,
+    pub pool_len: u64,
+}
+
+/// The structure handed to the kernel.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BootInfo {
+    pub magic: u64,
+    pub version: u32,
+    /// `size_of::<BootInfo>()` as the stage knew it.
+    pub size: u32,
+    pub memory_map_len: u32,
+    pub cmdline_len: u32,
+    pub memory_map: [MemoryRegion; MAX_MEMORY_REGIONS],
+    pub cmdline: [u8; MAX_CMDLINE],
+    /// ACPI RSDP (physical), 0 if the firmware had none.
+    pub rsdp: u64,
+    /// SEV-SNP confidential-computing blob (physical), 0 if absent.
+    pub cc_blob: u64,
+    /// Where the kernel image was loaded (physical start, length).
+    pub kernel_start: u64,
+    pub kernel_len: u64,
+    /// A 4 KiB page below 1 MiB reserved for the AP start-up trampoline, 0 if none was found.
+    pub ap_trampoline: u64,
+    /// TSC ticks per second, measured by the stage against a firmware stall; 0 if unknown.
+    pub tsc_hz: u64,
+    pub page_tables: PageTableState,
+    pub timestamps: Timestamps,
+}
+
+/// Why the kernel refused a `BootInfo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootInfoError {
+    BadMagic,
+    Version(u32),
+    Size(u32),
+    Bounds,
+}
+
+impl BootInfo {
+    /// An empty structure with the header filled in.
+    pub const fn new() -> Self {
+        Self {
+            magic: MAGIC,
+            version: VERSION,
+            size: core::mem::size_of::<Self>() as u32,
+            memory_map_len: 0,
+            cmdline_len: 0,
+            memory_map: [MemoryRegion::EMPTY; MAX_MEMORY_REGIONS],
+            cmdline: [0; MAX_CMDLINE],
+            rsdp: 0,
+            cc_blob: 0,
+            kernel_start: 0,
+            kernel_len: 0,
+            ap_trampoline: 0,
+            tsc_hz: 0,
+            page_tables: PageTableState {
+                cr3: 0,
+                pool_start: 0,
+                pool_len: 0,
+            },
+            timestamps: Timestamps {
+                efi_entry: 0,
+                exit_boot_services: 0,
+                decompressed: 0,
+                kernel_entry: 0,
+            },
+        }
+    }
+
+    /// Checks the header and the lengths, so that the accessors below cannot go out of bounds.
+    pub fn validate(&self) -> Result<(), BootInfoError> {
+        if self.magic != MAGIC {
+            return Err(BootInfoError::BadMagic);
+        }
+        if self.version != VERSION {
+            return Err(BootInfoError::Version(self.version));
+        }
+        if self.size as usize != core::mem::size_of::<Self>() {
+            return Err(BootInfoError::Size(self.size));
+        }
+        if self.memory_map_len as usize > MAX_MEMORY_REGIONS
+            || self.cmdline_len as usize > MAX_CMDLINE
+        {
+            return Err(BootInfoError::Bounds);
+        }
+        Ok(())
+    }
+
+    /// The memory map, sorted by start address.
+    pub fn memory_map(&self) -> &[MemoryRegion] {
+        &self.memory_map[..(self.memory_map_len as usize).min(MAX_MEMORY_REGIONS)]
+    }
+
+    /// The command line; invalid UTF-8 yields an empty line.
+    pub fn cmdline(&self) -> &str {
+        core::str::from_utf8(&self.cmdline[..(self.cmdline_len as usize).min(MAX_CMDLINE)])
+            .unwrap_or("")
+    }
+
+    /// Appends a region, merging it with the previous one when adjacent and of the same kind.
+    /// Returns false when the map is full.
+    pub fn push_region(&mut self, region: MemoryRegion) -> bool {
+        let n = self.memory_map_len as usize;
+        if let Some(last) = n.checked_sub(1).map(|i| &mut self.memory_map[i]) {
+            if last.kind == region.kind && last.end() == region.start {
+                last.len += region.len;
+                return true;
+            }
+        }
+        if n == MAX_MEMORY_REGIONS {
+            return false;
+        }
+        self.memory_map[n] = region;
+        self.memory_map_len += 1;
+        true
+    }
+
+    /// Sets the command line, truncated to [`MAX_CMDLINE`] at a character boundary.
+    pub fn set_cmdline(&mut self, s: &str) {
+        let mut n = s.len().min(MAX_CMDLINE);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.cmdline[..n].copy_from_slice(&s.as_bytes()[..n]);
+        self.cmdline_len = n as u32;
+    }
+}
+
+impl Default for BootInfo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_merge_and_validate() {
+        let mut b = Box::new(BootInfo::new());
+        assert_eq!(b.validate(), Ok(()));
+        assert!(b.push_region(MemoryRegion {
+            start: 0,
+            len: 0x1000,
+            kind: MemoryKind::USABLE,
+            _reserved: 0
+        }));
+        assert!(b.push_region(MemoryRegion {
+            start: 0x1000,
+            len: 0x1000,
+            kind: MemoryKind::USABLE,
+            _reserved: 0
+        }));
+        assert!(b.push_region(MemoryRegion {
+            start: 0x3000,
+            len: 0x1000,
+            kind: MemoryKind::USABLE,
+            _reserved: 0
+        }));
+        assert_eq!(b.memory_map().len(), 2);
+        assert_eq!(b.memory_map()[0].len, 0x2000);
+        b.set_cmdline("test=all log=debug");
+        assert_eq!(b.cmdline(), "test=all log=debug");
+        b.memory_map_len = 1000;
+        assert_eq!(b.validate(), Err(BootInfoError::Bounds));
+        b.memory_map_len = 0;
+        b.version = 9;
+        assert_eq!(b.validate(), Err(BootInfoError::Version(9)));
+    }
+}

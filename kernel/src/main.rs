@@ -1,0 +1,73 @@
+//! The kernel: entered from the stage with a `BootInfo`, brings the machine up and runs the
+//! in-kernel test suite selected on the command line.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod cmdline;
+mod heap;
+mod logger;
+mod panic;
+mod shutdown;
+mod testing;
+
+use handoff::bootinfo::BootInfo;
+use x86::qemu::ExitStatus;
+
+/// Size of the boot CPU's stack.
+const BOOT_STACK_SIZE: usize = 64 * 1024;
+
+#[repr(C, align(16))]
+struct Stack([u8; BOOT_STACK_SIZE]);
+
+/// The boot CPU's stack; the stage's stack is not ours to keep.
+static mut BOOT_STACK: Stack = Stack([0; BOOT_STACK_SIZE]);
+
+/// The entry point the stage jumps to, with the BootInfo in RDI: switch to our own stack and
+/// call [`kernel_main`] with a null frame pointer, which ends backtraces.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub extern "C" fn _start() -> ! {
+    core::arch::naked_asm!(
+        "lea rsp, [rip + {stack} + {size}]",
+        "xor ebp, ebp",
+        "call {main}",
+        "ud2",
+        stack = sym BOOT_STACK,
+        size = const BOOT_STACK_SIZE,
+        main = sym kernel_main,
+    )
+}
+
+extern "C" fn kernel_main(info: *const BootInfo) -> ! {
+    x86::serial::init();
+    // SAFETY: the stage passes a pointer to a BootInfo it keeps mapped and reserved; the header
+    // is validated before any other field is believed.
+    let info = unsafe { &*info };
+    if let Err(e) = info.validate() {
+        x86::serial_println!("kernel: unusable BootInfo from the stage: {e:?}");
+        shutdown::exit(ExitStatus::Failure);
+    }
+    let options = cmdline::Options::parse(info.cmdline());
+    logger::init(options.log_level, info.tsc_hz);
+    for bad in options.unknown() {
+        log::warn!(
+            "unknown command-line option `{bad}` (known options: {})",
+            cmdline::KNOWN
+        );
+    }
+    log::info!(
+        "kernel at {:#x} ({} KiB), command line `{}`",
+        info.kernel_start,
+        info.kernel_len / 1024,
+        info.cmdline()
+    );
+    heap::init();
+    log::info!("ready");
+    let status = match options.test {
+        Some(selection) => testing::run(selection, info),
+        None => ExitStatus::Success,
+    };
+    shutdown::exit(status)
+}

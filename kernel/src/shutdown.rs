@@ -1,0 +1,17 @@
+//! Ending a run: QEMU's debug-exit device first, then halting with a message (ACPI S5 is the
+//! fallback on machines without that device, once ACPI is parsed).
+
+use x86::qemu::{ExitStatus, debug_exit, halt_forever};
+
+/// Ends the run with `status`. Never returns.
+pub fn exit(status: ExitStatus) -> ! {
+    debug_exit(status);
+    // QEMU ends asynchronously after the port write; give it time before concluding that no
+    // debug-exit device exists.
+    let t0 = x86::tsc::rdtsc();
+    while x86::tsc::rdtsc() - t0 < 1 << 30 {
+        core::hint::spin_loop();
+    }
+    x86::serial_println!("kernel: no debug-exit device; halting ({status:?})");
+    halt_forever()
+}

@@ -1,0 +1,14 @@
+//! x86-64 building blocks shared by the decompressor stage (`boot`) and the kernel.
+//!
+//! Everything here is written once and used by both freestanding binaries; the parts that are
+//! pure logic (descriptor encodings, page-table arithmetic) are unit-tested on the host.
+#![cfg_attr(not(test), no_std)]
+
+pub mod cr;
+pub mod io;
+pub mod msr;
+pub mod qemu;
+#[cfg(feature = "rt")]
+pub mod rt;
+pub mod serial;
+pub mod tsc;

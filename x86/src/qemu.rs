@@ -1,0 +1,41 @@
+//! Leaving QEMU with a status the test harness can tell apart.
+//!
+//! QEMU's `isa-debug-exit` device (iobase 0xf4) ends QEMU with status `value * 2 + 1`. A triple
+//! fault under `-no-reboot` ends it with status 0, so 0 is never success: success and failure
+//! both have their own odd status.
+
+use crate::io::outl;
+
+/// Port of QEMU's `isa-debug-exit` device, as `cargo xtask` configures it.
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// What a run ended with. The discriminant is what is written to the exit port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExitStatus {
+    /// QEMU exits with 33.
+    Success = 0x10,
+    /// QEMU exits with 35.
+    Failure = 0x11,
+}
+
+impl ExitStatus {
+    /// The status QEMU's process ends with.
+    pub const fn qemu_status(self) -> i32 {
+        ((self as i32) << 1) | 1
+    }
+}
+
+/// Writes `status` to the debug-exit port. Under QEMU this does not return; elsewhere it does
+/// nothing, and the caller falls back to another way to stop (ACPI S5 or halting).
+pub fn debug_exit(status: ExitStatus) {
+    outl(DEBUG_EXIT_PORT, status as u32);
+}
+
+/// Stops this CPU for good: interrupts off, halt forever.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli/hlt only stop this CPU.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}

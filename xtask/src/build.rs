@@ -1,0 +1,115 @@
+//! `cargo xtask build`: kernel ELF -> LZ4 payload -> embedded into the stage -> PE32+ EFI image.
+//!
+//! The freestanding binaries are built for the host triple with the flags below (see
+//! README "Building freestanding on the linux-gnu target"). Naming `--target` explicitly keeps
+//! these flags away from build scripts and proc-macros, which run on the host.
+
+use crate::{Result, root};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The only target installed; with `x86_64-unknown-none` available, this is the one line to change.
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Code-generation and link flags of the freestanding binaries.
+fn rustflags() -> String {
+    let ld = root().join("linker.ld");
+    [
+        "-Cpanic=abort",
+        "-Ctarget-feature=+crt-static",
+        "-Crelocation-model=pie",
+        "-Cno-redzone=yes",
+        "-Cforce-frame-pointers=yes",
+        "-Clink-arg=-nostartfiles",
+        "-Clink-arg=-nostdlib",
+        &format!("-Clink-arg=-Wl,-T,{}", ld.display()),
+        "-Clink-arg=-Wl,--no-dynamic-linker",
+        "-Clink-arg=-Wl,-z,norelro",
+        "-Clink-arg=-Wl,-z,nognustack",
+        "-Clink-arg=-Wl,--build-id=none",
+        "-Clink-arg=-Wl,-z,max-page-size=0x1000",
+    ]
+    .join(" ")
+}
+
+/// Debug or release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    /// The kernel ELF (with symbols, for gdb).
+    pub kernel_elf: PathBuf,
+    /// The packed kernel embedded into the stage.
+    pub payload: PathBuf,
+    /// The stage ELF (with symbols).
+    pub stage_elf: PathBuf,
+    /// The bootable EFI application.
+    pub efi: PathBuf,
+}
+
+fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Result<PathBuf> {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root())
+        .args(["build", "--quiet", "--package", package, "--target", TARGET])
+        .arg("--target-dir")
+        .arg(root().join("target/freestanding"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            rustflags(),
+        );
+    if profile == Profile::Release {
+        c.arg("--release");
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let st = c.status().map_err(|e| format!("running cargo: {e}"))?;
+    if !st.success() {
+        return Err(format!("building {package} failed"));
+    }
+    Ok(root().join(format!(
+        "target/freestanding/{TARGET}/{}/{package}",
+        profile.dir()
+    )))
+}
+
+/// Builds kernel and stage and writes the EFI image.
+pub fn build(profile: Profile) -> Result<Artifacts> {
+    let kernel_elf = cargo_build("kernel", profile, &[])?;
+    let elf = std::fs::read(&kernel_elf).map_err(|e| format!("{}: {e}", kernel_elf.display()))?;
+    let span = handoff::elf::Elf::parse(&elf)
+        .map_err(|e| format!("kernel ELF: {e}"))?
+        .span();
+    let compressed = lz4_flex::block::compress(&elf);
+    let out_dir = root().join(format!("target/image/{}", profile.dir()));
+    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    let payload = out_dir.join("kernel.payload");
+    std::fs::write(&payload, handoff::payload::pack(&elf, &compressed, span))
+        .map_err(|e| e.to_string())?;
+    let stage_elf = cargo_build("boot", profile, &[("KERNEL_PAYLOAD", &payload)])?;
+    let pe = crate::elf2efi::elf_to_efi(&std::fs::read(&stage_elf).map_err(|e| e.to_string())?)?;
+    let efi = out_dir.join("sev-guest.efi");
+    std::fs::write(&efi, pe).map_err(|e| e.to_string())?;
+    Ok(Artifacts {
+        kernel_elf,
+        payload,
+        stage_elf,
+        efi,
+    })
+}

@@ -1,0 +1,179 @@
+//! `cargo xtask`: build, run, test and benchmark the kernel. Run `cargo xtask help`.
+
+mod bench;
+mod test;
+
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+use xtask::build::{Profile, build};
+use xtask::qemu::{self, RunConfig};
+use xtask::{Result, root};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+  build [--release]                 build the EFI image (target/image/<profile>/sev-guest.efi)
+  run   [--release] [--cpus N] [--memory MIB] [--cmdline \"...\"] [--timeout SECS] [--gdb]
+                                    boot it under QEMU TCG + OVMF, serial on stdio
+  test  [--release] [--fuzz]        host unit tests, in-kernel suite on 1 and 4 vCPUs, integration tests
+  bench boot                        boot-time phases (guest TSC) and image sizes -> target/bench/boot.json
+  bench vc                          host cost of #VC decode+emulate -> target/bench/vc.json
+  prereqs                           find (or, as root, install) QEMU >= 10.0 and OVMF";
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn flag(&mut self, name: &str) -> bool {
+        let had = self.0.iter().any(|a| a == name);
+        self.0.retain(|a| a != name);
+        had
+    }
+    fn value(&mut self, name: &str) -> Result<Option<String>> {
+        let Some(i) = self.0.iter().position(|a| a == name) else {
+            return Ok(None);
+        };
+        if i + 1 >= self.0.len() {
+            return Err(format!("{name} needs a value"));
+        }
+        let v = self.0.remove(i + 1);
+        self.0.remove(i);
+        Ok(Some(v))
+    }
+    fn number(&mut self, name: &str, default: u32) -> Result<u32> {
+        match self.value(name)? {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{name}: `{v}` is not a number")),
+            None => Ok(default),
+        }
+    }
+    fn finish(self) -> Result<()> {
+        match self.0.first() {
+            Some(a) => Err(format!("unknown argument `{a}`\n{USAGE}")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let mut all: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = if all.is_empty() {
+        String::from("help")
+    } else {
+        all.remove(0)
+    };
+    let res = dispatch(&cmd, Args(all));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: &str, mut args: Args) -> Result<()> {
+    let profile = if args.flag("--release") {
+        Profile::Release
+    } else {
+        Profile::Debug
+    };
+    match cmd {
+        "build" => {
+            args.finish()?;
+            let a = build(profile)?;
+            let size = std::fs::metadata(&a.efi).map(|m| m.len()).unwrap_or(0);
+            println!("{} ({} KiB)", a.efi.display(), size / 1024);
+            Ok(())
+        }
+        "run" => run(profile, args),
+        "test" => {
+            let fuzz = args.flag("--fuzz");
+            args.finish()?;
+            test::all(profile, fuzz)
+        }
+        "bench" => {
+            let what = args.0.first().cloned().unwrap_or_default();
+            args.0.retain(|a| *a != what);
+            args.finish()?;
+            match what.as_str() {
+                "boot" => bench::boot(),
+                "vc" => cargo_status(&[
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "sev",
+                    "--example",
+                    "vc_bench",
+                ]),
+                _ => Err(format!("bench what?\n{USAGE}")),
+            }
+        }
+        "prereqs" => {
+            args.finish()?;
+            let fw = qemu::ensure_prerequisites()?;
+            println!("QEMU ok, OVMF at {}", fw.display());
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    }
+}
+
+fn run(profile: Profile, mut args: Args) -> Result<()> {
+    let cpus = args.number("--cpus", 1)?;
+    let memory_mib = args.number("--memory", 512)?;
+    let timeout = Duration::from_secs(args.number("--timeout", 300)?.into());
+    let cmdline = args.value("--cmdline")?.unwrap_or_default();
+    let gdb = args.flag("--gdb");
+    args.finish()?;
+    let fw = qemu::ensure_prerequisites()?;
+    let a = build(profile)?;
+    let gdb_port = gdb.then_some(1234);
+    if gdb {
+        println!("xtask: QEMU waits for gdb; in another terminal run:");
+        println!(
+            "  gdb -ex 'target remote :1234' -ex 'add-symbol-file {} -o <kernel load address>' {}",
+            a.kernel_elf.display(),
+            a.stage_elf.display()
+        );
+        println!("  (the kernel prints its load address; the stage's is in OVMF's log)");
+    }
+    let cfg = RunConfig {
+        efi: a.efi,
+        cpus,
+        memory_mib,
+        cmdline,
+        timeout,
+        gdb_port,
+        serial_log: None,
+    };
+    let out = qemu::run(&cfg, &fw, true)?;
+    println!(
+        "xtask: {} after {:.1}s",
+        out.describe(),
+        out.elapsed.as_secs_f64()
+    );
+    if out.success() {
+        Ok(())
+    } else {
+        Err(out.describe())
+    }
+}
+
+fn cargo_status(args: &[&str]) -> Result<()> {
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(args)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} failed", args.join(" ")))
+    }
+}

@@ -1,0 +1,183 @@
+//! `cargo xtask test`: every suite, one summary.
+//!
+//! 1. host unit tests of the host-testable crates (`cargo test`),
+//! 2. the in-kernel suite (`test=all`) booted in QEMU with 1 and with 4 vCPUs,
+//! 3. the QEMU integration tests in `tests/`,
+//! 4. with `--fuzz`, a bounded run of every fuzz target.
+//!
+//! Progress is printed per test; the run ends with `N passed, N failed` and fails if any did.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use xtask::build::{Profile, build};
+use xtask::qemu::{self, RunConfig};
+use xtask::{Result, root};
+
+#[derive(Default)]
+struct Tally {
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    fn add(&mut self, name: &str, ok: bool, detail: &str) {
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+        println!(
+            "xtask: {name} ... {}{detail}",
+            if ok { "ok" } else { "FAILED" }
+        );
+    }
+}
+
+/// Runs `cargo test` with `args`, echoing its output and adding up its `test result:` lines.
+fn cargo_test(tally: &mut Tally, label: &str, args: &[&str], env: &[(&str, String)]) -> Result<()> {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root())
+        .arg("test")
+        .args(args)
+        .stdout(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().map_err(|e| e.to_string())?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+    {
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |key: &str| {
+                rest.split(';').find_map(|p| {
+                    p.trim()
+                        .strip_suffix(key)?
+                        .trim()
+                        .rsplit(' ')
+                        .next()?
+                        .parse::<u32>()
+                        .ok()
+                })
+            };
+            passed += num("passed").unwrap_or(0);
+            failed += num("failed").unwrap_or(0);
+        }
+    }
+    let ok = child.wait().map_err(|e| e.to_string())?.success();
+    tally.passed += passed;
+    tally.failed += failed;
+    if !ok && failed == 0 {
+        tally.failed += 1; // a build failure or crash counts as one failed test
+    }
+    println!(
+        "xtask: {label}: {passed} passed, {failed} failed{}",
+        if ok { "" } else { " (cargo test failed)" }
+    );
+    Ok(())
+}
+
+/// Boots `test=all` with `cpus` vCPUs and tallies each `TEST <name> PASS|FAIL` line.
+fn kernel_suite(
+    tally: &mut Tally,
+    efi: &std::path::Path,
+    fw: &std::path::Path,
+    cpus: u32,
+) -> Result<()> {
+    let log = root().join(format!("target/test-logs/kernel-suite-{cpus}cpu.log"));
+    std::fs::create_dir_all(log.parent().unwrap()).map_err(|e| e.to_string())?;
+    let cfg = RunConfig {
+        efi: efi.to_path_buf(),
+        cpus,
+        memory_mib: 512,
+        cmdline: "test=all".into(),
+        timeout: Duration::from_secs(120),
+        gdb_port: None,
+        serial_log: Some(log.clone()),
+    };
+    let out = qemu::run(&cfg, fw, false)?;
+    let mut seen = 0;
+    for line in out.serial.lines() {
+        let mut w = line.split_whitespace();
+        if w.next() == Some("TEST") {
+            let (name, verdict) = (w.next().unwrap_or("?"), w.next().unwrap_or("?"));
+            let rest: Vec<&str> = w.collect();
+            seen += 1;
+            tally.add(
+                &format!("kernel[{cpus} cpu] {name}"),
+                verdict == "PASS",
+                &format!(" {}", rest.join(" ")),
+            );
+        }
+    }
+    let summary_ok = out.serial.lines().any(|l| l.ends_with(" passed, 0 failed"));
+    let run_ok = out.success() && summary_ok && seen > 0;
+    tally.add(
+        &format!("kernel[{cpus} cpu] run"),
+        run_ok,
+        &format!(
+            " ({}, {:.1}s, log {})",
+            out.describe(),
+            out.elapsed.as_secs_f64(),
+            log.display()
+        ),
+    );
+    if !run_ok {
+        println!("--- serial ---\n{}--- end ---", out.serial);
+    }
+    Ok(())
+}
+
+pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
+    let mut tally = Tally::default();
+    cargo_test(
+        &mut tally,
+        "host unit tests",
+        &[
+            "--workspace",
+            "--exclude",
+            "tests",
+            "--exclude",
+            "kernel",
+            "--exclude",
+            "boot",
+        ],
+        &[],
+    )?;
+    let fw = qemu::ensure_prerequisites()?;
+    let a = build(profile)?;
+    for cpus in [1, 4] {
+        kernel_suite(&mut tally, &a.efi, &fw, cpus)?;
+    }
+    let env = [
+        ("SEV_GUEST_EFI", a.efi.display().to_string()),
+        ("SEV_GUEST_PAYLOAD", a.payload.display().to_string()),
+    ];
+    cargo_test(
+        &mut tally,
+        "integration tests",
+        &["-p", "tests", "--", "--test-threads=2"],
+        &env,
+    )?;
+    if fuzz {
+        let st = Command::new("sh")
+            .arg(root().join("sev/fuzz/run-all.sh"))
+            .arg("30")
+            .current_dir(root())
+            .status();
+        tally.add(
+            "fuzz (sev, 30 s per target)",
+            st.is_ok_and(|s| s.success()),
+            "",
+        );
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if tally.failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{} failed", tally.failed))
+    }
+}
