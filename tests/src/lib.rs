@@ -20,7 +20,7 @@ pub fn image() -> PathBuf {
 /// Boots `efi` with `cpus` vCPUs and `cmdline`; `name` names the serial log under target/test-logs.
 pub fn boot_image(name: &str, efi: PathBuf, cpus: u32, cmdline: &str) -> Outcome {
     let fw = qemu::ensure_prerequisites().expect("QEMU and OVMF");
-    let log = xtask::root().join(format!("target/test-logs/{name}.log"));
+    let log = xtask::target_dir().join(format!("test-logs/{name}.log"));
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let cfg = RunConfig {
         efi,

@@ -7,14 +7,14 @@
 use std::time::Duration;
 use xtask::build::{Profile, build};
 use xtask::qemu::{self, RunConfig};
-use xtask::{Result, root};
+use xtask::{Result, target_dir};
 
 fn boot_times(
     efi: &std::path::Path,
     fw: &std::path::Path,
     cpus: u32,
 ) -> Result<Vec<(String, u64)>> {
-    let log = root().join(format!("target/bench/boot-{cpus}cpu.log"));
+    let log = target_dir().join(format!("bench/boot-{cpus}cpu.log"));
     let cfg = RunConfig {
         efi: efi.to_path_buf(),
         cpus,
@@ -46,7 +46,7 @@ fn boot_times(
 
 pub fn boot() -> Result<()> {
     let fw = qemu::ensure_prerequisites()?;
-    std::fs::create_dir_all(root().join("target/bench")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(target_dir().join("bench")).map_err(|e| e.to_string())?;
     let a = build(Profile::Release)?;
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let (efi_size, payload_size) = (size(&a.efi), size(&a.payload));
@@ -70,7 +70,7 @@ pub fn boot() -> Result<()> {
         json += &format!(",\n  \"boot_{cpus}cpu_us\": {{ {} }}", entries.join(", "));
     }
     json += "\n}\n";
-    let path = root().join("target/bench/boot.json");
+    let path = target_dir().join("bench/boot.json");
     std::fs::write(&path, json).map_err(|e| e.to_string())?;
     println!("written {}", path.display());
     Ok(())

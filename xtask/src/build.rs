@@ -4,7 +4,7 @@
 //! README "Building freestanding on the linux-gnu target"). Naming `--target` explicitly keeps
 //! these flags away from build scripts and proc-macros, which run on the host.
 
-use crate::{Result, root};
+use crate::{Result, root, target_dir};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -66,7 +66,7 @@ fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Res
     c.current_dir(root())
         .args(["build", "--quiet", "--package", package, "--target", TARGET])
         .arg("--target-dir")
-        .arg(root().join("target/freestanding"))
+        .arg(target_dir().join("freestanding"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env(
@@ -83,10 +83,7 @@ fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Res
     if !st.success() {
         return Err(format!("building {package} failed"));
     }
-    Ok(root().join(format!(
-        "target/freestanding/{TARGET}/{}/{package}",
-        profile.dir()
-    )))
+    Ok(target_dir().join(format!("freestanding/{TARGET}/{}/{package}", profile.dir())))
 }
 
 /// Builds kernel and stage and writes the EFI image.
@@ -97,7 +94,7 @@ pub fn build(profile: Profile) -> Result<Artifacts> {
         .map_err(|e| format!("kernel ELF: {e}"))?
         .span();
     let compressed = lz4_flex::block::compress(&elf);
-    let out_dir = root().join(format!("target/image/{}", profile.dir()));
+    let out_dir = target_dir().join(format!("image/{}", profile.dir()));
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let payload = out_dir.join("kernel.payload");
     std::fs::write(&payload, handoff::payload::pack(&elf, &compressed, span))

@@ -17,3 +17,10 @@ pub fn root() -> PathBuf {
 
 /// Errors of xtask: a message for the user.
 pub type Result<T> = std::result::Result<T, String>;
+
+/// Where build outputs, logs and bench results go: `CARGO_TARGET_DIR` or `<root>/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}

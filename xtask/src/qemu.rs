@@ -1,6 +1,6 @@
 //! Finding (or installing) QEMU and OVMF, and running the kernel under QEMU TCG.
 
-use crate::{Result, root};
+use crate::{Result, target_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -143,8 +143,8 @@ impl Outcome {
 /// The QEMU command line for `cfg`, and the ESP directory it boots from (the caller removes it).
 pub fn command(cfg: &RunConfig, firmware: &Path) -> Result<(Command, PathBuf)> {
     // Each run gets its own ESP directory, so runs can go in parallel.
-    let esp = root()
-        .join("target/esp")
+    let esp = target_dir()
+        .join("esp")
         .join(format!("{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(esp.join("EFI/BOOT")).map_err(|e| e.to_string())?;
     std::fs::copy(&cfg.efi, esp.join("EFI/BOOT/BOOTX64.EFI"))

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use xtask::build::{Profile, build};
 use xtask::qemu::{self, RunConfig};
-use xtask::{Result, root};
+use xtask::{Result, root, target_dir};
 
 #[derive(Default)]
 struct Tally {
@@ -87,7 +87,7 @@ fn kernel_suite(
     fw: &std::path::Path,
     cpus: u32,
 ) -> Result<()> {
-    let log = root().join(format!("target/test-logs/kernel-suite-{cpus}cpu.log"));
+    let log = target_dir().join(format!("test-logs/kernel-suite-{cpus}cpu.log"));
     std::fs::create_dir_all(log.parent().unwrap()).map_err(|e| e.to_string())?;
     let cfg = RunConfig {
         efi: efi.to_path_buf(),
