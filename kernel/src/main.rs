@@ -40,6 +40,22 @@ pub extern "C" fn _start() -> ! {
     )
 }
 
+/// One machine-readable line with the boot phases in microseconds of guest TSC time, read by
+/// `cargo xtask bench boot`.
+fn log_boot_times(info: &BootInfo) {
+    let t = info.timestamps;
+    let us = |a: u64, b: u64| if info.tsc_hz == 0 { 0 } else { b.saturating_sub(a) * 1_000_000 / info.tsc_hz };
+    let ready = x86::tsc::rdtsc();
+    log::info!(
+        "BOOT-TIMES efi_to_exit_boot_services={}us decompress={}us load={}us kernel_to_ready={}us total={}us",
+        us(t.efi_entry, t.exit_boot_services),
+        us(t.exit_boot_services, t.decompressed),
+        us(t.decompressed, t.kernel_entry),
+        us(t.kernel_entry, ready),
+        us(t.efi_entry, ready)
+    );
+}
+
 extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     x86::serial::init();
     // SAFETY: the stage passes a pointer to a BootInfo it keeps mapped and reserved; the header
@@ -65,6 +81,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     );
     heap::init();
     log::info!("ready");
+    log_boot_times(info);
     let status = match options.test {
         Some(selection) => testing::run(selection, info),
         None => ExitStatus::Success,

@@ -8,7 +8,7 @@ pub mod cr;
 pub mod io;
 pub mod msr;
 pub mod qemu;
-#[cfg(feature = "rt")]
+#[cfg(all(feature = "rt", not(test)))]
 pub mod rt;
 pub mod serial;
 pub mod tsc;
