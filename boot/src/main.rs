@@ -36,6 +36,7 @@ impl core::fmt::Display for StageError {
 
 /// The firmware's entry point into the stage.
 #[unsafe(no_mangle)]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // only the firmware calls this, with valid pointers
 pub extern "efiapi" fn _start(image: Handle, st: *mut SystemTable) -> Status {
     let efi_entry = rdtsc();
     x86::serial::init();

@@ -183,11 +183,12 @@ impl BootInfo {
     /// Returns false when the map is full.
     pub fn push_region(&mut self, region: MemoryRegion) -> bool {
         let n = self.memory_map_len as usize;
-        if let Some(last) = n.checked_sub(1).map(|i| &mut self.memory_map[i]) {
-            if last.kind == region.kind && last.end() == region.start {
-                last.len += region.len;
-                return true;
-            }
+        if let Some(last) = n.checked_sub(1).map(|i| &mut self.memory_map[i])
+            && last.kind == region.kind
+            && last.end() == region.start
+        {
+            last.len += region.len;
+            return true;
         }
         if n == MAX_MEMORY_REGIONS {
             return false;

@@ -44,7 +44,11 @@ pub extern "C" fn _start() -> ! {
 /// `cargo xtask bench boot`.
 fn log_boot_times(info: &BootInfo) {
     let t = info.timestamps;
-    let us = |a: u64, b: u64| if info.tsc_hz == 0 { 0 } else { b.saturating_sub(a) * 1_000_000 / info.tsc_hz };
+    let us = |a: u64, b: u64| {
+        (b.saturating_sub(a) * 1_000_000)
+            .checked_div(info.tsc_hz)
+            .unwrap_or(0)
+    };
     let ready = x86::tsc::rdtsc();
     log::info!(
         "BOOT-TIMES efi_to_exit_boot_services={}us decompress={}us load={}us kernel_to_ready={}us total={}us",

@@ -22,7 +22,7 @@ fn backtrace() {
     };
     x86::serial_println!("backtrace:");
     for _ in 0..MAX_FRAMES {
-        if rbp == 0 || rbp % 8 != 0 {
+        if rbp == 0 || !rbp.is_multiple_of(8) {
             break;
         }
         // SAFETY: rbp is non-null and aligned; frames of this kernel lie on its mapped stacks.

@@ -16,7 +16,8 @@ fn unknown_option_gets_a_clear_message() {
     let out = boot("unknown-option", 1, "frobnicate=7 log=info");
     assert!(out.success(), "{}\n{}", out.describe(), out.serial);
     assert!(
-        out.serial.contains("unknown command-line option `frobnicate=7`"),
+        out.serial
+            .contains("unknown command-line option `frobnicate=7`"),
         "no message about the unknown option:\n{}",
         out.serial
     );
@@ -25,6 +26,16 @@ fn unknown_option_gets_a_clear_message() {
 #[test]
 fn unknown_test_name_fails() {
     let out = boot("unknown-test", 1, "test=no_such_test");
-    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{}\n{}", out.describe(), out.serial);
-    assert!(out.serial.contains("no test named `no_such_test`"), "{}", out.serial);
+    assert_eq!(
+        out.status,
+        Some(xtask::qemu::EXIT_FAILURE),
+        "{}\n{}",
+        out.describe(),
+        out.serial
+    );
+    assert!(
+        out.serial.contains("no test named `no_such_test`"),
+        "{}",
+        out.serial
+    );
 }

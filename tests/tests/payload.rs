@@ -11,7 +11,9 @@ fn find_payload(image: &[u8]) -> usize {
         .filter(|&at| image[at..at + 8] == MAGIC)
         .find(|&at| {
             let len = u64::from_le_bytes(image[at + 8..at + 16].try_into().unwrap()) as usize;
-            image.get(at..at + HEADER_LEN + len).is_some_and(|p| Header::parse(p).is_ok())
+            image
+                .get(at..at + HEADER_LEN + len)
+                .is_some_and(|p| Header::parse(p).is_ok())
         })
         .expect("embedded payload in the EFI image")
 }
@@ -37,15 +39,41 @@ fn corrupted_kernel_is_reported() {
         }
     });
     let out = boot_image("corrupt-payload", efi, 1, "");
-    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{}\n{}", out.describe(), out.serial);
-    assert!(out.serial.contains("stage: error: kernel payload is corrupted"), "{}", out.serial);
-    assert!(!out.serial.contains("ready"), "a corrupted kernel ran:\n{}", out.serial);
+    assert_eq!(
+        out.status,
+        Some(xtask::qemu::EXIT_FAILURE),
+        "{}\n{}",
+        out.describe(),
+        out.serial
+    );
+    assert!(
+        out.serial
+            .contains("stage: error: kernel payload is corrupted"),
+        "{}",
+        out.serial
+    );
+    assert!(
+        !out.serial.contains("ready"),
+        "a corrupted kernel ran:\n{}",
+        out.serial
+    );
 }
 
 #[test]
 fn damaged_payload_header_is_reported() {
     let efi = damaged("bad-magic", |img, at| img[at + 3] ^= 0xff);
     let out = boot_image("bad-magic", efi, 1, "");
-    assert_eq!(out.status, Some(xtask::qemu::EXIT_FAILURE), "{}\n{}", out.describe(), out.serial);
-    assert!(out.serial.contains("stage: error: kernel payload has a bad magic number"), "{}", out.serial);
+    assert_eq!(
+        out.status,
+        Some(xtask::qemu::EXIT_FAILURE),
+        "{}\n{}",
+        out.describe(),
+        out.serial
+    );
+    assert!(
+        out.serial
+            .contains("stage: error: kernel payload has a bad magic number"),
+        "{}",
+        out.serial
+    );
 }

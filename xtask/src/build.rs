@@ -61,11 +61,15 @@ pub struct Artifacts {
     pub efi: PathBuf,
 }
 
-fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Result<PathBuf> {
+/// `cargo <subcommand>` for the freestanding `packages`, with their target and flags.
+pub fn freestanding_cargo(subcommand: &str, packages: &[&str]) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root())
-        .args(["build", "--quiet", "--package", package, "--target", TARGET])
-        .arg("--target-dir")
+        .args([subcommand, "--quiet", "--target", TARGET]);
+    for p in packages {
+        c.args(["--package", p]);
+    }
+    c.arg("--target-dir")
         .arg(target_dir().join("freestanding"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -73,6 +77,11 @@ fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Res
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             rustflags(),
         );
+    c
+}
+
+fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Result<PathBuf> {
+    let mut c = freestanding_cargo("build", &[package]);
     if profile == Profile::Release {
         c.arg("--release");
     }

@@ -17,6 +17,7 @@ usage: cargo xtask <command> [options]
   test  [--release] [--fuzz]        host unit tests, in-kernel suite on 1 and 4 vCPUs, integration tests
   bench boot                        boot-time phases (guest TSC) and image sizes -> target/bench/boot.json
   bench vc                          host cost of #VC decode+emulate -> target/bench/vc.json
+  clippy                            clippy on the host crates and on the freestanding binaries (warnings are errors)
   prereqs                           find (or, as root, install) QEMU >= 10.0 and OVMF";
 
 struct Args(Vec<String>);
@@ -107,6 +108,31 @@ fn dispatch(cmd: &str, mut args: Args) -> Result<()> {
                     "vc_bench",
                 ]),
                 _ => Err(format!("bench what?\n{USAGE}")),
+            }
+        }
+        "clippy" => {
+            args.finish()?;
+            cargo_status(&[
+                "clippy",
+                "--quiet",
+                "--workspace",
+                "--exclude",
+                "kernel",
+                "--exclude",
+                "boot",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            let st = xtask::build::freestanding_cargo("clippy", &["kernel", "boot"])
+                .args(["--", "-D", "warnings"])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err("clippy found problems in kernel/boot".into())
             }
         }
         "prereqs" => {
