@@ -4,7 +4,6 @@
 //! the TSC readings the stage recorded and the TSC frequency it measured; this reads that line
 //! from a release boot with 1 and with 8 vCPUs.
 
-use std::time::Duration;
 use xtask::build::{Profile, build};
 use xtask::qemu::{self, RunConfig};
 use xtask::{Result, target_dir};
@@ -15,15 +14,7 @@ fn boot_times(
     cpus: u32,
 ) -> Result<Vec<(String, u64)>> {
     let log = target_dir().join(format!("bench/boot-{cpus}cpu.log"));
-    let cfg = RunConfig {
-        efi: efi.to_path_buf(),
-        cpus,
-        memory_mib: 512,
-        cmdline: String::new(),
-        timeout: Duration::from_secs(120),
-        gdb_port: None,
-        serial_log: Some(log),
-    };
+    let cfg = RunConfig::logged(efi, cpus, "", log);
     let out = qemu::run(&cfg, fw, false)?;
     if !out.success() {
         return Err(format!(

@@ -112,6 +112,21 @@ pub struct RunConfig {
     pub serial_log: Option<PathBuf>,
 }
 
+impl RunConfig {
+    /// A test or bench run: 512 MiB, 120 s timeout, serial to `log`.
+    pub fn logged(efi: &Path, cpus: u32, cmdline: &str, log: PathBuf) -> Self {
+        RunConfig {
+            efi: efi.to_path_buf(),
+            cpus,
+            memory_mib: 512,
+            cmdline: cmdline.into(),
+            timeout: Duration::from_secs(120),
+            gdb_port: None,
+            serial_log: Some(log),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub struct Outcome {

@@ -9,7 +9,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 use xtask::build::{Profile, build};
 use xtask::qemu::{self, RunConfig};
 use xtask::{Result, root, target_dir};
@@ -89,15 +88,7 @@ fn kernel_suite(
 ) -> Result<()> {
     let log = target_dir().join(format!("test-logs/kernel-suite-{cpus}cpu.log"));
     std::fs::create_dir_all(log.parent().unwrap()).map_err(|e| e.to_string())?;
-    let cfg = RunConfig {
-        efi: efi.to_path_buf(),
-        cpus,
-        memory_mib: 512,
-        cmdline: "test=all".into(),
-        timeout: Duration::from_secs(120),
-        gdb_port: None,
-        serial_log: Some(log.clone()),
-    };
+    let cfg = RunConfig::logged(efi, cpus, "test=all", log.clone());
     let out = qemu::run(&cfg, fw, false)?;
     let mut seen = 0;
     for line in out.serial.lines() {
