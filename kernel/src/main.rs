@@ -5,11 +5,15 @@
 
 extern crate alloc;
 
+mod acpi;
+mod apic;
 mod cmdline;
 mod heap;
 mod logger;
 mod panic;
+mod percpu;
 mod shutdown;
+mod smp;
 mod testing;
 
 use handoff::bootinfo::BootInfo;
@@ -84,6 +88,9 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         info.cmdline()
     );
     heap::init();
+    if let Err(e) = smp::start(info) {
+        log::error!("SMP start-up failed: {e}");
+    }
     log::info!("ready");
     log_boot_times(info);
     let status = match options.test {

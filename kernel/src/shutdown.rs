@@ -1,5 +1,5 @@
-//! Ending a run: QEMU's debug-exit device first, then halting with a message (ACPI S5 is the
-//! fallback on machines without that device, once ACPI is parsed).
+//! Ending a run: QEMU's debug-exit device first, then ACPI S5 (power off) when the ACPI tables
+//! were parsed and gave the PM1a control port and the S5 sleep type, then halting with a message.
 
 use x86::qemu::{ExitStatus, debug_exit, halt_forever};
 
@@ -12,6 +12,8 @@ pub fn exit(status: ExitStatus) -> ! {
     while x86::tsc::rdtsc() - t0 < 1 << 30 {
         core::hint::spin_loop();
     }
-    x86::serial_println!("kernel: no debug-exit device; halting ({status:?})");
+    x86::serial_println!("kernel: no debug-exit device; ACPI power-off ({status:?})");
+    crate::acpi::power_off();
+    x86::serial_println!("kernel: no ACPI power-off; halting ({status:?})");
     halt_forever()
 }

@@ -15,6 +15,9 @@ const CASES: &[(&str, Case)] = &[
     ("boot_info", boot_info),
     ("heap", heap),
     ("tsc_monotonic", tsc_monotonic),
+    ("acpi_madt", acpi_madt),
+    ("acpi_rejects_bad_tables", acpi_rejects_bad_tables),
+    ("smp_all_online", smp_all_online),
 ];
 
 /// Runs the cases `selection` names and returns the exit status for the run.
@@ -97,6 +100,94 @@ fn tsc_monotonic(info: &BootInfo) -> Result<(), &'static str> {
         && t.kernel_entry < now)
     {
         return Err("stage timestamps out of order");
+    }
+    Ok(())
+}
+
+fn acpi_madt(info: &BootInfo) -> Result<(), &'static str> {
+    let t = crate::acpi::tables(info).map_err(|_| "ACPI tables not usable")?;
+    if t.madt.cpus.is_empty() || t.madt.io_apics.is_empty() {
+        return Err("MADT lists no CPU or no IOAPIC");
+    }
+    let report = crate::smp::report().ok_or("SMP start-up did not complete")?;
+    if report.expected != t.madt.cpus.len() || report.online != report.expected {
+        return Err("not every enabled MADT CPU reported in");
+    }
+    if t.fadt.is_none_or(|f| f.pm1a_control == 0) || t.s5_sleep_type.is_none() {
+        return Err("no PM1a control block or no _S5_ in the DSDT");
+    }
+    Ok(())
+}
+
+/// Hand-made tables with one defect each are errors, not crashes or silent successes.
+fn acpi_rejects_bad_tables(_: &BootInfo) -> Result<(), &'static str> {
+    use crate::acpi::{check_table, parse_madt, parse_rsdp};
+    use alloc::vec::Vec;
+    // A MADT: header, local APIC address, flags, a Local APIC entry (enabled, ID 3) and an
+    // x2APIC entry (enabled, ID 300).
+    let mut madt: Vec<u8> = Vec::new();
+    madt.extend_from_slice(b"APIC");
+    madt.extend_from_slice(&[0; 32]);
+    madt.extend_from_slice(&0xfee0_0000u32.to_le_bytes());
+    madt.extend_from_slice(&1u32.to_le_bytes());
+    madt.extend_from_slice(&[0, 8, 1, 3, 1, 0, 0, 0]);
+    madt.extend_from_slice(&[9, 16, 0, 0]);
+    madt.extend_from_slice(&300u32.to_le_bytes());
+    madt.extend_from_slice(&1u32.to_le_bytes());
+    madt.extend_from_slice(&7u32.to_le_bytes());
+    let len = madt.len() as u32;
+    madt[4..8].copy_from_slice(&len.to_le_bytes());
+    let sum = madt.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+    madt[9] = 0u8.wrapping_sub(sum);
+    check_table(&madt, b"APIC").map_err(|_| "a good MADT was rejected")?;
+    let m = parse_madt(&madt).map_err(|_| "a good MADT did not parse")?;
+    if m.cpus.iter().map(|c| c.apic_id).collect::<Vec<_>>() != [3, 300] {
+        return Err("MADT CPUs parsed wrong");
+    }
+    let mut bad = madt.clone();
+    bad[20] ^= 1;
+    if check_table(&bad, b"APIC").is_ok() {
+        return Err("a bad checksum was accepted");
+    }
+    if check_table(&madt[..madt.len() - 1], b"APIC").is_ok() {
+        return Err("a truncated table was accepted");
+    }
+    let mut bad = madt.clone();
+    bad[44 + 8 + 1] = 40; // the x2APIC entry claims to run past the table
+    if parse_madt(&bad).is_ok() {
+        return Err("an entry running past the MADT was accepted");
+    }
+    if parse_rsdp(b"RSD PTR \0\0\0\0\0\0\0\0\0\0\0\0").is_ok() {
+        return Err("an RSDP with a bad checksum was accepted");
+    }
+    Ok(())
+}
+
+fn smp_all_online(_: &BootInfo) -> Result<(), &'static str> {
+    use core::sync::atomic::Ordering;
+    let cpus = crate::percpu::table();
+    if cpus.is_empty() {
+        return Err("no per-CPU table");
+    }
+    for (i, c) in cpus.iter().enumerate() {
+        if c.index != i || !c.online.load(Ordering::Acquire) {
+            return Err("a CPU did not report in");
+        }
+        if c.reported_apic_id.load(Ordering::Relaxed) != c.apic_id {
+            return Err("a CPU's own APIC ID differs from its MADT entry");
+        }
+        if !c.gs_ok.load(Ordering::Relaxed) {
+            return Err("a CPU's GS base does not point at its per-CPU data");
+        }
+        if cpus[..i].iter().any(|o| o.apic_id == c.apic_id) {
+            return Err("two CPUs share an APIC ID");
+        }
+        if i > 0 && (c.stack.1 - c.stack.0 == 0 || cpus[1..i].iter().any(|o| o.stack == c.stack)) {
+            return Err("an AP has no stack of its own");
+        }
+    }
+    if !core::ptr::eq(crate::percpu::current(), &cpus[0]) {
+        return Err("the boot CPU's GS base does not point at cpu 0");
     }
     Ok(())
 }
