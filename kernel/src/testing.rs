@@ -119,7 +119,8 @@ fn acpi_madt(info: &BootInfo) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Hand-made tables with one defect each are errors, not crashes or silent successes.
+/// Hand-made tables with one defect each are errors, not crashes or silent successes; the
+/// `_S5_` search decodes the sleep type and gives up on a malformed package.
 fn acpi_rejects_bad_tables(_: &BootInfo) -> Result<(), &'static str> {
     use crate::acpi::{check_table, parse_madt, parse_rsdp};
     use alloc::vec::Vec;
@@ -159,6 +160,15 @@ fn acpi_rejects_bad_tables(_: &BootInfo) -> Result<(), &'static str> {
     }
     if parse_rsdp(b"RSD PTR \0\0\0\0\0\0\0\0\0\0\0\0").is_ok() {
         return Err("an RSDP with a bad checksum was accepted");
+    }
+    // `Name (_S5, Package (4) { 5, Zero, ...})`, a truncated package, a name without a package.
+    let s5 = crate::acpi::find_s5;
+    if s5(b"\x10\x08_S5_\x12\x08\x04\x0a\x05\x00\x00\x00") != Some(5)
+        || s5(b"\x08_S5_\x12\x06\x04\x00\x00\x00\x00") != Some(0)
+        || s5(b"\x08_S5_\x12\x06").is_some()
+        || s5(b"\x08_S5_\x0a\x05").is_some()
+    {
+        return Err("_S5_ package decoded wrong");
     }
     Ok(())
 }
