@@ -204,7 +204,9 @@ fn delay(ticks: u64) {
     }
 }
 
-/// Where each AP arrives from the trampoline, on its own stack, interrupts off.
+/// Where each AP arrives from the trampoline, on its own stack, interrupts off. It still runs
+/// on the trampoline page's GDT and with the reset IDTR (no IDT): the per-CPU GDT/TSS and the
+/// shared IDT are to be loaded here once they exist, before anything can fault.
 extern "C" fn ap_main(index: u64) -> ! {
     let Some(cpu) = percpu::table().get(index as usize) else {
         x86::qemu::halt_forever()
