@@ -3,11 +3,30 @@
 
 use tests::{boot, expect_failure, expect_success};
 
-#[test]
-fn boots_to_ready_with_1_cpu() {
-    let out = boot("ready-1cpu", 1, "");
+/// Boots with `cpus` vCPUs: `ready` is reached and every CPU reports in by name.
+fn boots_with(cpus: u32) {
+    let out = boot(&format!("ready-{cpus}cpu"), cpus, "");
     expect_success(&out, "INFO  ready");
     expect_success(&out, "BOOT-TIMES ");
+    expect_success(&out, &format!("{cpus} of {cpus} CPUs online"));
+    for cpu in 0..cpus {
+        expect_success(&out, &format!("cpu {cpu} (apic "));
+    }
+}
+
+#[test]
+fn boots_to_ready_with_1_cpu() {
+    boots_with(1);
+}
+
+#[test]
+fn boots_to_ready_with_4_cpus() {
+    boots_with(4);
+}
+
+#[test]
+fn boots_to_ready_with_8_cpus() {
+    boots_with(8);
 }
 
 #[test]
