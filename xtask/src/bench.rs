@@ -2,7 +2,8 @@
 //!
 //! The kernel prints one `BOOT-TIMES` line at `ready` with microseconds per phase, computed from
 //! the TSC readings the stage recorded and the TSC frequency it measured; this reads that line
-//! from a release boot with 1 and with 8 vCPUs.
+//! from a release boot with 1 and with 8 vCPUs, with the time from kernel entry until every CPU
+//! reported in.
 
 use xtask::build::{Profile, build};
 use xtask::qemu::{self, RunConfig};
@@ -28,11 +29,27 @@ fn boot_times(
         .lines()
         .find(|l| l.contains("BOOT-TIMES"))
         .ok_or("no BOOT-TIMES line from the kernel")?;
-    Ok(line
+    let mut times: Vec<(String, u64)> = line
         .split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .filter_map(|(k, v)| Some((k.to_string(), v.trim_end_matches("us").parse().ok()?)))
-        .collect())
+        .collect();
+    // `N of N CPUs online, T us after kernel entry`: the SMP figure.
+    let online = format!("{cpus} of {cpus} CPUs online, ");
+    let smp = out
+        .serial
+        .lines()
+        .find_map(|l| {
+            l.split_once(&online)?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| format!("no `{online}...` line from the kernel"))?;
+    times.push(("kernel_to_all_cpus_online".into(), smp));
+    Ok(times)
 }
 
 pub fn boot() -> Result<()> {
