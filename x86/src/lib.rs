@@ -7,6 +7,7 @@
 pub mod cr;
 pub mod io;
 pub mod msr;
+pub mod paging;
 pub mod qemu;
 #[cfg(all(feature = "rt", not(test)))]
 pub mod rt;
