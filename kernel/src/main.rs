@@ -10,6 +10,7 @@ mod apic;
 mod cmdline;
 mod heap;
 mod logger;
+mod memory;
 mod panic;
 mod percpu;
 mod shutdown;
@@ -87,6 +88,10 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         info.kernel_len / 1024,
         info.cmdline()
     );
+    if let Err(e) = memory::init(info) {
+        log::error!("memory: {e}");
+        shutdown::exit(ExitStatus::Failure);
+    }
     heap::init();
     if let Err(e) = smp::start(info) {
         log::error!("SMP start-up failed: {e}");

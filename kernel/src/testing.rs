@@ -14,6 +14,8 @@ type Case = fn(&BootInfo) -> Result<(), &'static str>;
 const CASES: &[(&str, Case)] = &[
     ("boot_info", boot_info),
     ("heap", heap),
+    ("frames", frames),
+    ("paging", paging),
     ("tsc_monotonic", tsc_monotonic),
     ("acpi_madt", acpi_madt),
     ("acpi_rejects_bad_tables", acpi_rejects_bad_tables),
@@ -88,6 +90,119 @@ fn heap(_: &BootInfo) -> Result<(), &'static str> {
     drop(v);
     if crate::heap::used() != before {
         return Err("memory not returned");
+    }
+    Ok(())
+}
+
+/// Many frames come out distinct, page-aligned, inside usable RAM above 1 MiB and clear of the
+/// kernel image and the BootInfo; they are writable; freed ones are handed out again.
+fn frames(info: &BootInfo) -> Result<(), &'static str> {
+    use crate::memory::frames::{alloc_frame, available, free_frame};
+    use alloc::vec::Vec;
+    const N: usize = 2000;
+    let before = available();
+    let mut got: Vec<u64> = (0..N).map_while(|_| alloc_frame()).collect();
+    if got.len() != N || available() != before - N {
+        return Err("allocation count wrong");
+    }
+    let info_span = (info as *const BootInfo as u64, size_of::<BootInfo>() as u64);
+    for &f in &got {
+        let usable = info
+            .memory_map()
+            .iter()
+            .any(|r| r.kind == MemoryKind::USABLE && r.start <= f && f + 4096 <= r.end());
+        let overlaps = |(s, len): (u64, u64)| f < s + len && s < f + 4096;
+        if f % 4096 != 0 || f < 1 << 20 || !usable {
+            return Err("a frame outside usable RAM above 1 MiB");
+        }
+        if overlaps((info.kernel_start, info.kernel_len)) || overlaps(info_span) {
+            return Err("a frame overlaps the kernel image or the BootInfo");
+        }
+        // SAFETY: a frame we own, identity-mapped by the kernel's tables.
+        unsafe { (f as *mut u64).add(511).write_volatile(f) };
+    }
+    got.sort_unstable();
+    if got.windows(2).any(|w| w[0] == w[1]) {
+        return Err("a frame was handed out twice");
+    }
+    for &f in &got {
+        // SAFETY: allocated above, no longer used.
+        if unsafe { (f as *const u64).add(511).read_volatile() } != f
+            || unsafe { free_frame(f) }.is_err()
+        {
+            return Err("a frame lost its contents or was refused back");
+        }
+    }
+    // SAFETY: not a frame of ours: refused without being touched.
+    if unsafe { free_frame(0x1000) }.is_ok() || available() != before {
+        return Err("free accounting wrong");
+    }
+    let mut again: Vec<u64> = (0..N).map_while(|_| alloc_frame()).collect();
+    again.sort_unstable();
+    if again != got {
+        return Err("freed frames were not reused");
+    }
+    for f in again {
+        // SAFETY: allocated above, unused.
+        unsafe { free_frame(f) }.map_err(|_| "a frame was refused back")?;
+    }
+    Ok(())
+}
+
+/// The kernel's own tables are live and map RAM, the BootInfo, the kernel and the APIC window
+/// the way `memory::init` says: 2 MiB pages inside regions, 4 KiB ones at unaligned edges,
+/// nothing at page 0 or in holes of the map.
+fn paging(info: &BootInfo) -> Result<(), &'static str> {
+    use crate::memory::translate;
+    use x86::paging::{PAGE_2M, PAGE_4K, PageFlags};
+    let root = crate::memory::root().ok_or("no kernel page tables")?;
+    // SAFETY: reading CR3 has no side effects.
+    if unsafe { x86::cr::read_cr3() } & !0xfff != root || root >> 32 != 0 {
+        return Err("CR3 is not the kernel's PML4 below 4 GiB");
+    }
+    let identity = |va: u64| translate(va).is_some_and(|t| t.phys == va);
+    let here = paging as *const () as u64;
+    if !identity(here) || !identity(info as *const BootInfo as u64) || !identity(info.kernel_start)
+    {
+        return Err("kernel code, image or BootInfo not identity-mapped");
+    }
+    if translate(0).is_some() {
+        return Err("page 0 is mapped");
+    }
+    let lapic = translate(0xfee0_0010).ok_or("local APIC not mapped")?;
+    if lapic.page_size != PAGE_2M
+        || !lapic
+            .flags
+            .contains(PageFlags::NO_CACHE | PageFlags::WRITABLE)
+    {
+        return Err("local APIC not an uncached writable 2 MiB page");
+    }
+    // A RAM region with an unaligned end followed by a hole: last page 4 KiB, next unmapped.
+    let map = info.memory_map();
+    let edge = map
+        .windows(2)
+        .find(|w| {
+            w[0].end() % PAGE_2M != 0 && w[0].end() < w[1].start && w[0].kind != MemoryKind::MMIO
+        })
+        .map(|w| w[0].end())
+        .ok_or("no unaligned region end before a hole in the memory map")?;
+    let last = translate(edge - 8).ok_or("last page of a region not mapped")?;
+    if last.page_size != PAGE_4K || last.phys != edge - 8 || translate(edge).is_some() {
+        return Err("region edge not mapped with 4 KiB pages up to the hole");
+    }
+    // Some 2 MiB block wholly inside usable RAM is one 2 MiB page.
+    let block = map
+        .iter()
+        .filter(|r| r.kind == MemoryKind::USABLE)
+        .map(|r| r.start.next_multiple_of(PAGE_2M))
+        .zip(map.iter().filter(|r| r.kind == MemoryKind::USABLE))
+        .find(|&(b, r)| b + PAGE_2M <= r.end())
+        .ok_or("no 2 MiB block of usable RAM")?
+        .0;
+    let t = translate(block + 0x1234).ok_or("usable RAM not mapped")?;
+    if t.page_size != PAGE_2M || t.phys != block + 0x1234 || !t.flags.contains(PageFlags::WRITABLE)
+    {
+        return Err("a 2 MiB block of RAM is not a writable 2 MiB page");
     }
     Ok(())
 }

@@ -1,0 +1,151 @@
+//! Physical memory and the kernel's own page tables.
+//!
+//! The kernel is entered on the stage's tables, which map only what the stage touched. [`init`]
+//! builds the kernel's identity map of every region of the memory map (RAM write-back, MMIO
+//! uncached) plus the local APIC / IOAPIC / HPET window, and switches CR3 to it. Until then no
+//! other memory can be touched, so the tables are built from a pool of pages in the kernel's own
+//! `.bss` (mapped, since the stage's ELF loader zeroed it); frames from the allocator are used
+//! once the new tables are live. The PML4 must be below 4 GiB because the AP trampoline loads
+//! CR3 in 32-bit mode: when the pool is not, the PML4 is copied to a low frame.
+
+pub mod frames;
+
+use core::fmt;
+use handoff::bootinfo::{BootInfo, MemoryKind};
+use spin::Mutex;
+use x86::paging::{
+    FrameSource, Identity, MapError, PAGE_4K, PageFlags, PageTables, Table, Translation,
+};
+
+/// Page-table pages available before the kernel's tables are live: with 2 MiB pages one PD maps
+/// 1 GiB, so this covers tens of GiB of RAM plus the 4 KiB tables at region edges.
+const BOOT_POOL_TABLES: usize = 64;
+
+/// The uncached window with the IOAPIC (0xFEC00000), HPET (0xFED00000), local APIC (0xFEE00000)
+/// and the firmware flash.
+const MMIO_WINDOW: (u64, u64) = (0xfec0_0000, 0x1_0000_0000);
+
+const RAM: PageFlags = PageFlags::WRITABLE;
+const MMIO: PageFlags = PageFlags::WRITABLE.union(PageFlags::NO_CACHE);
+
+/// Why the kernel's tables could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryError {
+    NoUsableRam,
+    Map(MapError),
+    /// No frame below 4 GiB for the PML4.
+    NoLowFrame,
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::NoUsableRam => write!(f, "the memory map has no usable RAM above 1 MiB"),
+            Self::Map(e) => write!(f, "kernel page tables: {e}"),
+            Self::NoLowFrame => write!(f, "no frame below 4 GiB for the PML4"),
+        }
+    }
+}
+
+#[repr(C)]
+struct BootPool {
+    tables: [Table; BOOT_POOL_TABLES],
+    used: usize,
+}
+
+/// The page-table pages [`init`] builds with; part of the kernel image's `.bss`.
+static BOOT_POOL: Mutex<BootPool> = Mutex::new(BootPool {
+    tables: [Table::EMPTY; BOOT_POOL_TABLES],
+    used: 0,
+});
+
+impl FrameSource for BootPool {
+    fn alloc_zeroed_table(&mut self) -> Option<u64> {
+        let t = self.tables.get_mut(self.used)?;
+        self.used += 1;
+        // Zero already (.bss), and identity-mapped: the address is the physical one.
+        Some(t as *mut Table as u64)
+    }
+}
+
+/// The kernel's page tables, once [`init`] has switched to them.
+static KERNEL_TABLES: Mutex<Option<PageTables<Identity>>> = Mutex::new(None);
+
+/// Sets up the frame allocator and switches to the kernel's own page tables. Called once by the
+/// boot CPU, before anything touches memory outside the kernel image and the `BootInfo`.
+pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
+    let frames = frames::init(info);
+    if frames == 0 {
+        return Err(MemoryError::NoUsableRam);
+    }
+    let mut pool = BOOT_POOL.lock();
+    let mut tables = PageTables::create(&mut *pool, 0, Identity).map_err(MemoryError::Map)?;
+    // Runs of adjacent regions that take the same flags are mapped as one range, so that only
+    // their outer edges need 4 KiB pages. Page 0 stays unmapped to catch null pointers.
+    let mut run: Option<(u64, u64, PageFlags)> = None;
+    let kinds = info.memory_map().iter().map(|r| {
+        let flags = if r.kind == MemoryKind::MMIO {
+            MMIO
+        } else {
+            RAM
+        };
+        (r.start.max(PAGE_4K), r.end(), flags)
+    });
+    for (start, end, flags) in kinds.chain([(MMIO_WINDOW.0, MMIO_WINDOW.1, MMIO)]) {
+        match run {
+            Some((s, e, f)) if e == start && f == flags => run = Some((s, end, f)),
+            _ => {
+                if let Some((s, e, f)) = run.replace((start, end, flags)) {
+                    tables
+                        .map_range(&mut *pool, s, e, f)
+                        .map_err(MemoryError::Map)?;
+                }
+            }
+        }
+    }
+    if let Some((s, e, f)) = run {
+        tables
+            .map_range(&mut *pool, s, e, f)
+            .map_err(MemoryError::Map)?;
+    }
+    // SAFETY: the new tables identity-map all RAM (this code, its stack, the BootInfo) and the
+    // MMIO in use, exactly as the stage's did.
+    unsafe { x86::cr::write_cr3(tables.cr3()) };
+    if tables.root() >> 32 != 0 {
+        tables = move_root_low(tables)?;
+    }
+    log::info!(
+        "memory: {} MiB usable, kernel page tables at {:#x} ({} tables)",
+        frames * PAGE_4K as usize >> 20,
+        tables.root(),
+        pool.used
+    );
+    *KERNEL_TABLES.lock() = Some(tables);
+    Ok(())
+}
+
+/// Copies the PML4 to a frame below 4 GiB and switches to it (the lower levels stay where they
+/// are: only CR3 is loaded in 32-bit mode).
+fn move_root_low(tables: PageTables<Identity>) -> Result<PageTables<Identity>, MemoryError> {
+    let low = frames::Frames
+        .alloc_zeroed_table()
+        .filter(|f| f >> 32 == 0)
+        .ok_or(MemoryError::NoLowFrame)?;
+    // SAFETY: both are page-table pages, identity-mapped now that the kernel's tables are live;
+    // the new one is ours alone.
+    unsafe { core::ptr::copy_nonoverlapping(tables.root() as *const Table, low as *mut Table, 1) };
+    // SAFETY: a copy of the live PML4, so the same mappings.
+    unsafe { x86::cr::write_cr3(low) };
+    // SAFETY: `low` is a valid PML4 over the same lower tables, and only KERNEL_TABLES edits it.
+    Ok(unsafe { PageTables::new(low, 0, Identity) })
+}
+
+/// Walks the kernel's tables (None before [`init`] or when `va` is not mapped).
+pub fn translate(va: u64) -> Option<Translation> {
+    KERNEL_TABLES.lock().as_ref()?.translate(va)
+}
+
+/// The kernel's PML4 (physical), once [`init`] ran.
+pub fn root() -> Option<u64> {
+    KERNEL_TABLES.lock().as_ref().map(|t| t.root())
+}
