@@ -5,6 +5,7 @@
 
 mod efi;
 mod fw_cfg;
+mod interrupts;
 
 use handoff::bootinfo::BootInfo;
 use handoff::elf::Elf;
@@ -86,6 +87,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
 
     fw.exit_boot_services(info).map_err(StageError::Efi)?;
     info.timestamps.exit_boot_services = rdtsc();
+    interrupts::init();
 
     // SAFETY: reserved above, exactly `uncompressed_len` bytes, not aliased.
     let elf_buf = unsafe {

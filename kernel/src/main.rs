@@ -9,6 +9,7 @@ mod acpi;
 mod apic;
 mod cmdline;
 mod heap;
+mod interrupts;
 mod logger;
 mod memory;
 mod panic;
@@ -67,6 +68,7 @@ fn log_boot_times(info: &BootInfo) {
 
 extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     x86::serial::init();
+    interrupts::init();
     // SAFETY: the stage passes a pointer to a BootInfo it keeps mapped and reserved; the header
     // is validated before any other field is believed.
     let info = unsafe { &*info };

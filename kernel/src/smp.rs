@@ -211,6 +211,7 @@ extern "C" fn ap_main(index: u64) -> ! {
     let Some(cpu) = percpu::table().get(index as usize) else {
         x86::qemu::halt_forever()
     };
+    crate::interrupts::init_ap();
     apic::init_ap();
     cpu.install(apic::id());
     log::info!("cpu {} (apic {}) online", cpu.index, cpu.apic_id);

@@ -20,16 +20,23 @@ const CASES: &[(&str, Case)] = &[
     ("acpi_madt", acpi_madt),
     ("acpi_rejects_bad_tables", acpi_rejects_bad_tables),
     ("smp_all_online", smp_all_online),
+    ("breakpoint", breakpoint),
+    ("nested_exception", nested_exception),
+    ("sse_preserved", sse_preserved),
 ];
+
+/// Cases that end the run on purpose (and so are not part of `all`), selected only by name.
+const BY_NAME_ONLY: &[(&str, Case)] = &[("page_fault", page_fault)];
 
 /// Runs the cases `selection` names and returns the exit status for the run.
 pub fn run(selection: &str, info: &BootInfo) -> ExitStatus {
     let (mut passed, mut failed) = (0, 0);
     let mut matched = false;
-    for (name, case) in CASES
+    let in_all = CASES
         .iter()
-        .filter(|(n, _)| selection == "all" || *n == selection)
-    {
+        .filter(|(n, _)| selection == "all" || *n == selection);
+    let by_name = BY_NAME_ONLY.iter().filter(|(n, _)| *n == selection);
+    for (name, case) in in_all.chain(by_name) {
         matched = true;
         match case(info) {
             Ok(()) => {
@@ -315,4 +322,144 @@ fn smp_all_online(_: &BootInfo) -> Result<(), &'static str> {
         return Err("the boot CPU's GS base does not point at cpu 0");
     }
     Ok(())
+}
+
+fn breakpoint(_: &BootInfo) -> Result<(), &'static str> {
+    use crate::interrupts::BREAKPOINTS;
+    use core::sync::atomic::Ordering;
+    let before = BREAKPOINTS.load(Ordering::Acquire);
+    for _ in 0..3 {
+        // SAFETY: the breakpoint handler counts and resumes after the int3.
+        unsafe { core::arch::asm!("int3") };
+    }
+    if BREAKPOINTS.load(Ordering::Acquire) != before + 3 {
+        return Err("int3 not handled exactly once each");
+    }
+    Ok(())
+}
+
+/// A breakpoint whose handler raises #UD: the #UD enters on the same IST stack as the
+/// breakpoint did, so it only works if the breakpoint's frame had moved off that stack. The
+/// interrupted code's registers and the red zone below its RSP must come back intact.
+fn nested_exception(_: &BootInfo) -> Result<(), &'static str> {
+    use crate::interrupts::{BREAKPOINTS, NEST_UD, NESTED_UD};
+    use core::sync::atomic::Ordering;
+    let (bp, ud) = (
+        BREAKPOINTS.load(Ordering::Acquire),
+        NESTED_UD.load(Ordering::Acquire),
+    );
+    let expected: [u64; 10] =
+        core::array::from_fn(|i| 0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 3) ^ 0x5a5a);
+    let mut r = expected;
+    let red_zone_damage: u64;
+    NEST_UD.store(true, Ordering::Release);
+    // SAFETY: writes only the red zone below RSP (the kernel is built without a red zone, so the
+    // compiler keeps nothing there); the int3 and the nested #UD are resumed by the handler.
+    unsafe {
+        core::arch::asm!(
+            "mov ecx, 16",
+            "2:",
+            "lea rax, [rcx + 0x7eed0000]",
+            "mov [rsp + rcx * 8 - 136], rax",
+            "dec rcx",
+            "jnz 2b",
+            "int3",
+            "xor edx, edx",
+            "mov ecx, 16",
+            "3:",
+            "lea rax, [rcx + 0x7eed0000]",
+            "cmp [rsp + rcx * 8 - 136], rax",
+            "je 4f",
+            "inc rdx",
+            "4:",
+            "dec rcx",
+            "jnz 3b",
+            inout("rsi") r[0], inout("rdi") r[1], inout("r8") r[2], inout("r9") r[3],
+            inout("r10") r[4], inout("r11") r[5], inout("r12") r[6], inout("r13") r[7],
+            inout("r14") r[8], inout("r15") r[9],
+            out("rax") _, out("rcx") _, out("rdx") red_zone_damage,
+        )
+    };
+    if BREAKPOINTS.load(Ordering::Acquire) != bp + 1 || NESTED_UD.load(Ordering::Acquire) != ud + 1
+    {
+        return Err("the breakpoint or the nested #UD was not handled once");
+    }
+    if r != expected {
+        return Err("general registers changed across the nested exceptions");
+    }
+    if red_zone_damage != 0 {
+        return Err("the red zone below the interrupted RSP was overwritten");
+    }
+    Ok(())
+}
+
+/// A breakpoint handler that overwrites all XMM registers must leave the interrupted code's
+/// values in place (the entry stub saves and restores them with fxsave64/fxrstor64).
+fn sse_preserved(_: &BootInfo) -> Result<(), &'static str> {
+    use crate::interrupts::CLOBBER_SSE;
+    use core::sync::atomic::Ordering;
+    let input: [u128; 16] = core::array::from_fn(|i| {
+        0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128.rotate_left(8 * i as u32) ^ i as u128
+    });
+    let mut output = [0u128; 16];
+    CLOBBER_SSE.store(true, Ordering::Release);
+    // SAFETY: reads `input` and writes `output` (16 x 16 bytes each); XMM registers are clobbered.
+    unsafe {
+        core::arch::asm!(
+            "movdqu xmm0, [{i} + 0]",
+            "movdqu xmm1, [{i} + 16]",
+            "movdqu xmm2, [{i} + 32]",
+            "movdqu xmm3, [{i} + 48]",
+            "movdqu xmm4, [{i} + 64]",
+            "movdqu xmm5, [{i} + 80]",
+            "movdqu xmm6, [{i} + 96]",
+            "movdqu xmm7, [{i} + 112]",
+            "movdqu xmm8, [{i} + 128]",
+            "movdqu xmm9, [{i} + 144]",
+            "movdqu xmm10, [{i} + 160]",
+            "movdqu xmm11, [{i} + 176]",
+            "movdqu xmm12, [{i} + 192]",
+            "movdqu xmm13, [{i} + 208]",
+            "movdqu xmm14, [{i} + 224]",
+            "movdqu xmm15, [{i} + 240]",
+            "int3",
+            "movdqu [{o} + 0], xmm0",
+            "movdqu [{o} + 16], xmm1",
+            "movdqu [{o} + 32], xmm2",
+            "movdqu [{o} + 48], xmm3",
+            "movdqu [{o} + 64], xmm4",
+            "movdqu [{o} + 80], xmm5",
+            "movdqu [{o} + 96], xmm6",
+            "movdqu [{o} + 112], xmm7",
+            "movdqu [{o} + 128], xmm8",
+            "movdqu [{o} + 144], xmm9",
+            "movdqu [{o} + 160], xmm10",
+            "movdqu [{o} + 176], xmm11",
+            "movdqu [{o} + 192], xmm12",
+            "movdqu [{o} + 208], xmm13",
+            "movdqu [{o} + 224], xmm14",
+            "movdqu [{o} + 240], xmm15",
+            i = in(reg) input.as_ptr(),
+            o = in(reg) output.as_mut_ptr(),
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _, out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+        )
+    };
+    if CLOBBER_SSE.load(Ordering::Acquire) {
+        return Err("the breakpoint handler did not run");
+    }
+    if output != input {
+        return Err("XMM registers changed across an interrupt");
+    }
+    Ok(())
+}
+
+/// Address of the deliberate page fault: far above any RAM or MMIO the kernel maps.
+const PAGE_FAULT_ADDRESS: u64 = 0x7fff_dead_b000;
+
+/// Reads unmapped memory: the #PF handler prints the register dump (with
+/// `CR2=0x00007fffdeadb000`) and ends the run with a failure; returning is a failure too.
+fn page_fault(_: &BootInfo) -> Result<(), &'static str> {
+    // SAFETY: not safe by design: the read faults and the run ends in the exception handler.
+    let _ = unsafe { core::ptr::read_volatile(PAGE_FAULT_ADDRESS as *const u64) };
+    Err("reading unmapped memory did not fault")
 }

@@ -5,6 +5,9 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cr;
+pub mod gdt;
+pub mod idt;
+pub mod interrupts;
 pub mod io;
 pub mod msr;
 pub mod paging;

@@ -1,0 +1,44 @@
+//! The stage's own GDT, TSS and IDT, installed right after ExitBootServices: from then on the
+//! firmware's handlers are gone with the rest of boot services, and any fault in the stage
+//! prints the register dump of `x86::interrupts` and ends the run with a failure.
+//!
+//! Everything lives in the stage's image (statics), so it stays mapped whatever page tables
+//! the stage switches to, as long as they map the image.
+
+use x86::gdt::{Gdt, IstStacks, Tss};
+use x86::idt::vector;
+use x86::interrupts::{InterruptFrame, fatal};
+
+static IST: IstStacks = IstStacks::new();
+static TSS: spin::Once<Tss> = spin::Once::new();
+static GDT: spin::Once<Gdt> = spin::Once::new();
+
+/// Masks interrupts (the stage uses none; a firmware timer tick would otherwise be fatal) and
+/// installs the stage's GDT, TSS and IDT on the boot CPU.
+pub fn init() {
+    // SAFETY: only clears IF.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    x86::interrupts::set_handler(handle);
+    let tss = TSS.call_once(|| Tss::new(IST.tops()));
+    let gdt = GDT.call_once(|| Gdt::new(tss));
+    // SAFETY: the stage's own GDT and TSS, 'static, loaded once, on the only CPU it runs on.
+    unsafe { gdt.load() };
+    // SAFETY: the GDT and TSS with the IST stacks were just loaded.
+    unsafe { x86::interrupts::load_idt() };
+}
+
+/// The handler for every vector: a #PF the page-fault hook resolves is retried, everything
+/// else is fatal.
+fn handle(frame: &mut InterruptFrame) {
+    if frame.vector == u64::from(vector::PAGE_FAULT) && page_fault(frame.cr2, frame.error_code) {
+        return;
+    }
+    fatal(frame)
+}
+
+/// The #PF hook: whether the fault at `addr` was resolved, so that the faulting access can be
+/// retried. The stage still runs on the firmware's page tables, which map everything it may
+/// touch, so no fault is resolvable yet; the on-demand identity map will answer here.
+fn page_fault(_addr: u64, _error_code: u64) -> bool {
+    false
+}

@@ -1,0 +1,111 @@
+//! The kernel's exceptions: each CPU's GDT, TSS and IST stacks, the one IDT all CPUs share, and
+//! the handler behind every vector (entry and nesting are `x86::interrupts`' business).
+//!
+//! Nothing is expected to fault in the kernel: every exception prints the register dump and ends
+//! the run with a failure, except the ones the in-kernel tests provoke on purpose (a breakpoint,
+//! and a `ud2` inside the breakpoint handler to prove nesting), which are counted and resumed.
+
+use alloc::boxed::Box;
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use x86::gdt::{Gdt, IstStacks, Tss};
+use x86::idt::vector;
+use x86::interrupts::{InterruptFrame, fatal};
+
+/// The boot CPU's IST stacks (application processors get theirs from the heap).
+static BOOT_IST: IstStacks = IstStacks::new();
+static BOOT_TSS: spin::Once<Tss> = spin::Once::new();
+static BOOT_GDT: spin::Once<Gdt> = spin::Once::new();
+
+/// Breakpoints handled so far.
+pub static BREAKPOINTS: AtomicUsize = AtomicUsize::new(0);
+/// When set, the next breakpoint handler executes `ud2` (a nested #UD, recovered).
+pub static NEST_UD: AtomicBool = AtomicBool::new(false);
+/// Nested #UDs recovered so far.
+pub static NESTED_UD: AtomicUsize = AtomicUsize::new(0);
+/// When set, the next breakpoint handler overwrites every XMM register.
+pub static CLOBBER_SSE: AtomicBool = AtomicBool::new(false);
+/// Armed by the breakpoint handler right before its own `ud2`: only that #UD is recovered.
+static UD_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the boot CPU's GDT, TSS and IDT. Call once, first thing in the kernel.
+pub fn init() {
+    x86::interrupts::set_handler(handle);
+    let tss = BOOT_TSS.call_once(|| Tss::new(BOOT_IST.tops()));
+    let gdt = BOOT_GDT.call_once(|| Gdt::new(tss));
+    // SAFETY: the boot CPU's own GDT and TSS, 'static, loaded once.
+    unsafe { gdt.load() };
+    // SAFETY: the GDT and TSS with the boot CPU's IST stacks were just loaded.
+    unsafe { x86::interrupts::load_idt() };
+}
+
+/// Gives the running application processor its own IST stacks, TSS and GDT (leaked: they live
+/// as long as the CPU) and loads the shared IDT. Call once per AP, after the heap is up.
+pub fn init_ap() {
+    let layout = core::alloc::Layout::new::<IstStacks>();
+    // SAFETY: the layout has a non-zero size; IstStacks is plain bytes, valid when zeroed.
+    let ist = unsafe { alloc::alloc::alloc_zeroed(layout) } as *const IstStacks;
+    if ist.is_null() {
+        alloc::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: freshly allocated, initialised (zeroed), never freed.
+    let ist: &'static IstStacks = unsafe { &*ist };
+    let tss: &'static Tss = Box::leak(Box::new(Tss::new(ist.tops())));
+    let gdt: &'static Gdt = Box::leak(Box::new(Gdt::new(tss)));
+    // SAFETY: this CPU's own GDT and TSS, leaked, loaded once.
+    unsafe { gdt.load() };
+    // SAFETY: the GDT and TSS with this CPU's IST stacks were just loaded.
+    unsafe { x86::interrupts::load_idt() };
+}
+
+/// The handler for every vector.
+fn handle(frame: &mut InterruptFrame) {
+    match frame.vector as u8 {
+        vector::BREAKPOINT => breakpoint(),
+        vector::INVALID_OPCODE if UD_ARMED.swap(false, Ordering::AcqRel) => {
+            NESTED_UD.fetch_add(1, Ordering::AcqRel);
+            frame.rip += 2; // past the `ud2`
+        }
+        _ => fatal(frame),
+    }
+}
+
+/// The breakpoint handler: counts, and does what the tests asked for. It runs on the
+/// interrupted stack (below its red zone), so a nested exception here reuses the general IST
+/// stack while this frame is still live.
+fn breakpoint() {
+    BREAKPOINTS.fetch_add(1, Ordering::AcqRel);
+    if NEST_UD.swap(false, Ordering::AcqRel) {
+        UD_ARMED.store(true, Ordering::Release);
+        // SAFETY: raises #UD, which `handle` resumes after (armed just above).
+        unsafe { asm!("ud2", options(nomem, nostack)) };
+    }
+    if CLOBBER_SSE.swap(false, Ordering::AcqRel) {
+        // SAFETY: only writes XMM registers, which are declared clobbered.
+        unsafe {
+            asm!(
+                "pcmpeqd xmm0, xmm0",
+                "pcmpeqd xmm1, xmm1",
+                "pcmpeqd xmm2, xmm2",
+                "pcmpeqd xmm3, xmm3",
+                "pcmpeqd xmm4, xmm4",
+                "pcmpeqd xmm5, xmm5",
+                "pcmpeqd xmm6, xmm6",
+                "pcmpeqd xmm7, xmm7",
+                "pcmpeqd xmm8, xmm8",
+                "pcmpeqd xmm9, xmm9",
+                "pcmpeqd xmm10, xmm10",
+                "pcmpeqd xmm11, xmm11",
+                "pcmpeqd xmm12, xmm12",
+                "pcmpeqd xmm13, xmm13",
+                "pcmpeqd xmm14, xmm14",
+                "pcmpeqd xmm15, xmm15",
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+                options(nomem, nostack),
+            )
+        };
+    }
+}
