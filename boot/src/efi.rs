@@ -85,18 +85,33 @@ impl Firmware {
         self.config_table(&CC_BLOB_GUID)
     }
 
-    /// Copies the image's load options (UCS-2) into `out` as ASCII, returning the length.
-    /// Non-ASCII characters become '?'; the string ends at the first NUL.
-    pub fn load_options(&self, out: &mut [u8]) -> usize {
+    /// The LoadedImage protocol instance of the stage's own image.
+    fn loaded_image(&self) -> Option<&LoadedImageProtocol> {
         let mut li: *mut c_void = core::ptr::null_mut();
         // SAFETY: HandleProtocol with our own image handle and a valid out-pointer.
         let s =
             unsafe { (self.bs().handle_protocol)(self.image, &LoadedImageProtocol::GUID, &mut li) };
-        if s != Status::SUCCESS || li.is_null() {
+        // SAFETY: on success the firmware returned a LoadedImage protocol instance for our image,
+        // valid while boot services are up.
+        (s == Status::SUCCESS && !li.is_null())
+            .then(|| unsafe { &*(li as *const LoadedImageProtocol) })
+    }
+
+    /// Where the firmware loaded the stage (physical start, end), for its own page tables. The
+    /// linker's `__image_base` cannot say: it is an absolute 0 in the static PIE.
+    pub fn image_span(&self) -> Result<(u64, u64), EfiError> {
+        let li = self
+            .loaded_image()
+            .ok_or(EfiError("HandleProtocol(LoadedImage)", Status::NOT_FOUND))?;
+        Ok((li.image_base as u64, li.image_base as u64 + li.image_size))
+    }
+
+    /// Copies the image's load options (UCS-2) into `out` as ASCII, returning the length.
+    /// Non-ASCII characters become '?'; the string ends at the first NUL.
+    pub fn load_options(&self, out: &mut [u8]) -> usize {
+        let Some(li) = self.loaded_image() else {
             return 0;
-        }
-        // SAFETY: the firmware returned a LoadedImage protocol instance for our image.
-        let li = unsafe { &*(li as *const LoadedImageProtocol) };
+        };
         let units = li.load_options_size as usize / 2;
         let opts = li.load_options as *const u16;
         let mut n = 0;

@@ -37,8 +37,14 @@ fn handle(frame: &mut InterruptFrame) {
 }
 
 /// The #PF hook: whether the fault at `addr` was resolved, so that the faulting access can be
-/// retried. The stage still runs on the firmware's page tables, which map everything it may
-/// touch, so no fault is resolvable yet; the on-demand identity map will answer here.
-fn page_fault(_addr: u64, _error_code: u64) -> bool {
-    false
+/// retried. The on-demand identity map answers; why it could not is printed before the dump.
+fn page_fault(addr: u64, error_code: u64) -> bool {
+    match crate::idmap::handle_page_fault(addr, error_code) {
+        Ok(()) => true,
+        Err(e) => {
+            x86::serial::force_unlock();
+            x86::serial_println!("stage: {e}");
+            false
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 mod efi;
 mod fw_cfg;
+mod idmap;
 mod interrupts;
 
 use handoff::bootinfo::BootInfo;
@@ -23,6 +24,7 @@ enum StageError {
     Efi(efi::EfiError),
     Payload(payload::PayloadError),
     Elf(handoff::elf::ElfError),
+    Idmap(idmap::IdmapError),
 }
 
 impl core::fmt::Display for StageError {
@@ -31,6 +33,7 @@ impl core::fmt::Display for StageError {
             Self::Efi(e) => write!(f, "firmware call {} failed: {:?}", e.0, e.1),
             Self::Payload(e) => write!(f, "{e}"),
             Self::Elf(e) => write!(f, "{e}"),
+            Self::Idmap(e) => write!(f, "{e}"),
         }
     }
 }
@@ -67,6 +70,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
         .map_err(StageError::Efi)?;
     let ap_trampoline = fw.allocate_pages(1, Some(0x9_ffff)).unwrap_or(0);
     let tsc_hz = fw.tsc_hz();
+    let stage_image = fw.image_span().map_err(StageError::Efi)?;
 
     // SAFETY: freshly allocated loader-data pages, large enough, owned by us from now on.
     let info = unsafe { &mut *(info_addr as *mut BootInfo) };
@@ -88,6 +92,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     fw.exit_boot_services(info).map_err(StageError::Efi)?;
     info.timestamps.exit_boot_services = rdtsc();
     interrupts::init();
+    idmap::init(info, stage_image).map_err(StageError::Idmap)?;
 
     // SAFETY: reserved above, exactly `uncompressed_len` bytes, not aliased.
     let elf_buf = unsafe {
@@ -107,9 +112,9 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let entry = elf.load(image, image_addr).map_err(StageError::Elf)?;
     info.kernel_start = image_addr;
     info.kernel_len = span;
-    // SAFETY: reading CR3 has no side effects.
-    info.page_tables.cr3 = unsafe { x86::cr::read_cr3() };
     serial_println!("stage: kernel loaded at {image_addr:#x} ({span} bytes), entry {entry:#x}");
+    let (faults, tables) = idmap::stats();
+    serial_println!("stage: identity map: {faults} faults, {tables} tables");
     info.timestamps.kernel_entry = rdtsc();
     // SAFETY: `entry` is the loaded kernel's entry point, which takes the BootInfo in RDI and
     // never returns; the identity map covers the kernel image and the BootInfo.

@@ -116,7 +116,7 @@ pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
     }
     log::info!(
         "memory: {} MiB usable, kernel page tables at {:#x} ({} tables)",
-        frames * PAGE_4K as usize >> 20,
+        (frames * PAGE_4K as usize) >> 20,
         tables.root(),
         pool.used
     );

@@ -16,6 +16,7 @@ const CASES: &[(&str, Case)] = &[
     ("heap", heap),
     ("frames", frames),
     ("paging", paging),
+    ("stage_page_tables", stage_page_tables),
     ("tsc_monotonic", tsc_monotonic),
     ("acpi_madt", acpi_madt),
     ("acpi_rejects_bad_tables", acpi_rejects_bad_tables),
@@ -210,6 +211,44 @@ fn paging(info: &BootInfo) -> Result<(), &'static str> {
     if t.page_size != PAGE_2M || t.phys != block + 0x1234 || !t.flags.contains(PageFlags::WRITABLE)
     {
         return Err("a 2 MiB block of RAM is not a writable 2 MiB page");
+    }
+    Ok(())
+}
+
+/// The stage's on-demand tables, still intact in its loader memory: recorded in the BootInfo,
+/// mapping what the stage touched (the kernel image, the BootInfo) and not all of RAM.
+fn stage_page_tables(info: &BootInfo) -> Result<(), &'static str> {
+    use x86::paging::{Identity, PAGE_2M, PageTables};
+    let pt = info.page_tables;
+    let in_loader_memory = info.memory_map().iter().any(|r| {
+        r.kind == MemoryKind::BOOTLOADER
+            && r.start <= pt.pool_start
+            && pt.pool_start + pt.pool_len <= r.end()
+    });
+    if pt.pool_len == 0
+        || !in_loader_memory
+        || !(pt.pool_start..pt.pool_start + pt.pool_len).contains(&pt.cr3)
+    {
+        return Err("no stage page-table pool in loader memory holding CR3");
+    }
+    // SAFETY: the stage's tables lie in loader memory nobody reuses, and are only read here.
+    let stage = unsafe { PageTables::new(pt.cr3 & !0xfff, 0, Identity) };
+    let identity = |va: u64| stage.translate(va).is_some_and(|t| t.phys == va);
+    let info_addr = info as *const BootInfo as u64;
+    if !identity(info.kernel_start)
+        || !identity(info.kernel_start + info.kernel_len - 1)
+        || !identity(info_addr)
+    {
+        return Err("the stage's tables do not map the kernel image or the BootInfo");
+    }
+    let untouched = info
+        .memory_map()
+        .iter()
+        .filter(|r| r.kind == MemoryKind::USABLE)
+        .flat_map(|r| (r.start.next_multiple_of(PAGE_2M)..r.end()).step_by(PAGE_2M as usize))
+        .any(|va| stage.translate(va).is_none());
+    if !untouched {
+        return Err("the stage mapped all usable RAM: not on demand");
     }
     Ok(())
 }

@@ -104,7 +104,7 @@ impl Allocator {
     }
 
     fn owns(&self, frame: u64) -> bool {
-        frame % PAGE_4K == 0
+        frame.is_multiple_of(PAGE_4K)
             && self.regions[..self.count]
                 .iter()
                 .any(|r| r.start <= frame && frame < r.end)
