@@ -3,11 +3,12 @@
 //!
 //! Nothing is expected to fault in the kernel: every exception prints the register dump and ends
 //! the run with a failure, except the ones the in-kernel tests provoke on purpose (a breakpoint,
-//! and a `ud2` inside the breakpoint handler to prove nesting), which are counted and resumed.
+//! a `ud2` inside the breakpoint handler to prove nesting, a self-NMI), which are counted and
+//! resumed.
 
 use alloc::boxed::Box;
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use x86::gdt::{Gdt, IstStacks, Tss};
 use x86::idt::vector;
 use x86::interrupts::{InterruptFrame, fatal};
@@ -27,6 +28,13 @@ pub static NESTED_UD: AtomicUsize = AtomicUsize::new(0);
 pub static CLOBBER_SSE: AtomicBool = AtomicBool::new(false);
 /// Armed by the breakpoint handler right before its own `ud2`: only that #UD is recovered.
 static UD_ARMED: AtomicBool = AtomicBool::new(false);
+/// When set, the next NMI is counted and resumed instead of being fatal.
+pub static EXPECT_NMI: AtomicBool = AtomicBool::new(false);
+/// NMIs handled so far.
+pub static NMIS: AtomicUsize = AtomicUsize::new(0);
+/// Where the frame of the last handled breakpoint or NMI was (its address): tells the tests
+/// which stack the handler ran on.
+pub static LAST_FRAME: AtomicU64 = AtomicU64::new(0);
 
 /// Installs the boot CPU's GDT, TSS and IDT. Call once, first thing in the kernel.
 pub fn init() {
@@ -37,6 +45,12 @@ pub fn init() {
     unsafe { gdt.load() };
     // SAFETY: the GDT and TSS with the boot CPU's IST stacks were just loaded.
     unsafe { x86::interrupts::load_idt() };
+}
+
+/// The boot CPU's IST stack `slot` (1-based) as (lowest address, top).
+pub fn boot_ist_stack(slot: u8) -> (u64, u64) {
+    let top = BOOT_IST.tops()[usize::from(slot) - 1];
+    (top - x86::gdt::IST_STACK_SIZE as u64, top)
 }
 
 /// Gives the running application processor its own IST stacks, TSS and GDT (leaked: they live
@@ -61,7 +75,14 @@ pub fn init_ap() {
 /// The handler for every vector.
 fn handle(frame: &mut InterruptFrame) {
     match frame.vector as u8 {
-        vector::BREAKPOINT => breakpoint(),
+        vector::BREAKPOINT => {
+            LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
+            breakpoint()
+        }
+        vector::NMI if EXPECT_NMI.swap(false, Ordering::AcqRel) => {
+            LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
+            NMIS.fetch_add(1, Ordering::AcqRel);
+        }
         vector::INVALID_OPCODE if UD_ARMED.swap(false, Ordering::AcqRel) => {
             NESTED_UD.fetch_add(1, Ordering::AcqRel);
             frame.rip += 2; // past the `ud2`

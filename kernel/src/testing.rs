@@ -24,6 +24,7 @@ const CASES: &[(&str, Case)] = &[
     ("breakpoint", breakpoint),
     ("nested_exception", nested_exception),
     ("sse_preserved", sse_preserved),
+    ("nmi", nmi),
 ];
 
 /// Cases that end the run on purpose (and so are not part of `all`), selected only by name.
@@ -105,7 +106,7 @@ fn heap(_: &BootInfo) -> Result<(), &'static str> {
 /// Many frames come out distinct, page-aligned, inside usable RAM above 1 MiB and clear of the
 /// kernel image and the BootInfo; they are writable; freed ones are handed out again.
 fn frames(info: &BootInfo) -> Result<(), &'static str> {
-    use crate::memory::frames::{alloc_frame, available, free_frame};
+    use crate::memory::frames::{alloc_contiguous, alloc_frame, available, free_frame};
     use alloc::vec::Vec;
     const N: usize = 2000;
     let before = available();
@@ -153,6 +154,21 @@ fn frames(info: &BootInfo) -> Result<(), &'static str> {
     for f in again {
         // SAFETY: allocated above, unused.
         unsafe { free_frame(f) }.map_err(|_| "a frame was refused back")?;
+    }
+    // A contiguous run (kept for good: 64 KiB per run of this test) lies inside one usable
+    // region, apart from the single frames, and is counted.
+    let run = alloc_contiguous(16).ok_or("no 16 contiguous frames")?;
+    let run_end = run + 16 * 4096;
+    let in_one_region = info
+        .memory_map()
+        .iter()
+        .any(|r| r.kind == MemoryKind::USABLE && r.start <= run && run_end <= r.end());
+    if !in_one_region
+        || !run.is_multiple_of(4096)
+        || available() != before - 16
+        || got.iter().any(|&f| run <= f && f < run_end)
+    {
+        return Err("a contiguous run is misplaced or counted wrong");
     }
     Ok(())
 }
@@ -363,16 +379,52 @@ fn smp_all_online(_: &BootInfo) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// int3 is handled and resumed, on the interrupted stack below its red zone (the frame was
+/// moved off the general IST stack).
 fn breakpoint(_: &BootInfo) -> Result<(), &'static str> {
-    use crate::interrupts::BREAKPOINTS;
+    use crate::interrupts::{BREAKPOINTS, LAST_FRAME, boot_ist_stack};
     use core::sync::atomic::Ordering;
     let before = BREAKPOINTS.load(Ordering::Acquire);
+    let rsp: u64;
+    // SAFETY: reads RSP.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
     for _ in 0..3 {
         // SAFETY: the breakpoint handler counts and resumes after the int3.
         unsafe { core::arch::asm!("int3") };
     }
     if BREAKPOINTS.load(Ordering::Acquire) != before + 3 {
         return Err("int3 not handled exactly once each");
+    }
+    let frame = LAST_FRAME.load(Ordering::Acquire);
+    let (ist_low, ist_top) = boot_ist_stack(x86::gdt::ist::GENERAL);
+    if (ist_low..ist_top).contains(&frame) || !(rsp - 4096..rsp - 128).contains(&frame) {
+        return Err("the handler did not run on the interrupted stack below its red zone");
+    }
+    Ok(())
+}
+
+/// A self-NMI is handled on the NMI's own IST stack and resumed.
+fn nmi(info: &BootInfo) -> Result<(), &'static str> {
+    use crate::interrupts::{EXPECT_NMI, LAST_FRAME, NMIS, boot_ist_stack};
+    use core::sync::atomic::Ordering;
+    /// ICR: delivery mode NMI, level assert.
+    const ICR_NMI: u32 = (0b100 << 8) | (1 << 14);
+    let before = NMIS.load(Ordering::Acquire);
+    EXPECT_NMI.store(true, Ordering::Release);
+    let ms = info.tsc_hz / 1000;
+    crate::apic::send_ipi(crate::apic::id(), ICR_NMI, 10 * ms)
+        .map_err(|_| "the self-NMI could not be sent")?;
+    let t0 = x86::tsc::rdtsc();
+    while NMIS.load(Ordering::Acquire) == before && x86::tsc::rdtsc() - t0 < 100 * ms {
+        core::hint::spin_loop();
+    }
+    if NMIS.load(Ordering::Acquire) != before + 1 {
+        EXPECT_NMI.store(false, Ordering::Release);
+        return Err("the self-NMI was not handled within 100 ms");
+    }
+    let (low, top) = boot_ist_stack(x86::gdt::ist::NMI);
+    if !(low..top).contains(&LAST_FRAME.load(Ordering::Acquire)) {
+        return Err("the NMI handler did not run on the NMI IST stack");
     }
     Ok(())
 }

@@ -37,6 +37,9 @@
 //! [`dispatch`] with a `&mut` [`InterruptFrame`]. A handler may change the frame (e.g. advance
 //! RIP past an instruction); the stub restores SSE state and registers from it and returns with
 //! IRETQ. The handler itself is registered per binary with [`set_handler`].
+//!
+//! FXSAVE covers x87, MMX and XMM0-15, everything the binaries use: they are built for the
+//! baseline x86-64 target (SSE2, no AVX), so no YMM/ZMM state exists to be clobbered.
 
 use crate::idt::{Idt, vector};
 use core::fmt;
