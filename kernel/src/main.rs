@@ -94,7 +94,10 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         log::error!("memory: {e}");
         shutdown::exit(ExitStatus::Failure);
     }
-    heap::init();
+    if heap::init().is_err() {
+        log::error!("no contiguous RAM for the heap");
+        shutdown::exit(ExitStatus::Failure);
+    }
     if let Err(e) = smp::start(info) {
         log::error!("SMP start-up failed: {e}");
     }

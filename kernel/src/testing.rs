@@ -106,7 +106,7 @@ fn heap(_: &BootInfo) -> Result<(), &'static str> {
 /// Many frames come out distinct, page-aligned, inside usable RAM above 1 MiB and clear of the
 /// kernel image and the BootInfo; they are writable; freed ones are handed out again.
 fn frames(info: &BootInfo) -> Result<(), &'static str> {
-    use crate::memory::frames::{alloc_frame, available, free_frame};
+    use crate::memory::frames::{alloc_contiguous, alloc_frame, available, free_frame};
     use alloc::vec::Vec;
     const N: usize = 2000;
     let before = available();
@@ -154,6 +154,21 @@ fn frames(info: &BootInfo) -> Result<(), &'static str> {
     for f in again {
         // SAFETY: allocated above, unused.
         unsafe { free_frame(f) }.map_err(|_| "a frame was refused back")?;
+    }
+    // A contiguous run (kept for good: 64 KiB per run of this test) lies inside one usable
+    // region, apart from the single frames, and is counted.
+    let run = alloc_contiguous(16).ok_or("no 16 contiguous frames")?;
+    let run_end = run + 16 * 4096;
+    let in_one_region = info
+        .memory_map()
+        .iter()
+        .any(|r| r.kind == MemoryKind::USABLE && r.start <= run && run_end <= r.end());
+    if !in_one_region
+        || !run.is_multiple_of(4096)
+        || available() != before - 16
+        || got.iter().any(|&f| run <= f && f < run_end)
+    {
+        return Err("a contiguous run is misplaced or counted wrong");
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The physical frame allocator: 4 KiB frames from the memory map's usable RAM above 1 MiB.
 //!
-//! Frames are handed out by bumping through the usable regions from the lowest address up, so
+//! Single frames are handed out by bumping through the usable regions from the lowest address up, so
 //! the first allocations land below 4 GiB whenever there is RAM there (the kernel's PML4 needs
 //! that). Freed frames go on a list threaded through the frames themselves, which is why
 //! [`free_frame`] may only be called once all RAM is mapped (after [`super::init`]). Nothing needs
@@ -95,6 +95,21 @@ impl Allocator {
         None
     }
 
+    fn alloc_contiguous(&mut self, frames: usize) -> Option<u64> {
+        let bytes = frames as u64 * PAGE_4K;
+        let cursor = self.cursor;
+        let next = self.next;
+        let region = self.regions[..self.count]
+            .iter_mut()
+            .enumerate()
+            .skip(cursor)
+            .rev()
+            .find(|(i, r)| r.end - if *i == cursor { next } else { r.start } >= bytes)?
+            .1;
+        region.end -= bytes;
+        Some(region.end)
+    }
+
     fn available(&self) -> usize {
         let bump: u64 = self.regions[self.cursor.min(self.count)..self.count]
             .iter()
@@ -114,6 +129,12 @@ impl Allocator {
 /// A free 4 KiB frame (contents undefined), or `None` when RAM is exhausted.
 pub fn alloc_frame() -> Option<u64> {
     FRAMES.lock().alloc()
+}
+
+/// `frames` physically contiguous frames (contents undefined), taken for good from the top of
+/// the highest region that has room, away from where single frames are bumped from.
+pub fn alloc_contiguous(frames: usize) -> Option<u64> {
+    FRAMES.lock().alloc_contiguous(frames)
 }
 
 /// Returns `frame` to the allocator.
