@@ -23,7 +23,7 @@
 //!
 //! A fault *inside* the copy (the interrupted stack is unmapped: a stack overflow) re-enters on
 //! the general IST stack and overwrites the frame being copied; the stub recognises that case by
-//! the faulting RIP, stays on the IST stack, and [`dispatch`] reports it as fatal instead of
+//! the faulting RIP, stays on the IST stack, and `dispatch` reports it as fatal instead of
 //! calling the handler.
 //!
 //! Still open for later work: an NMI handler that itself takes an exception re-enables NMIs with
@@ -34,7 +34,7 @@
 //! Each stub pushes a dummy error code where the CPU pushes none and the vector, then the common
 //! path saves all 15 general registers and CR2 (before anything can fault again), saves the SSE
 //! state with `fxsave64` into a 16-byte aligned area below the frame, clears DF and calls
-//! [`dispatch`] with a `&mut` [`InterruptFrame`]. A handler may change the frame (e.g. advance
+//! `dispatch` with a `&mut` [`InterruptFrame`]. A handler may change the frame (e.g. advance
 //! RIP past an instruction); the stub restores SSE state and registers from it and returns with
 //! IRETQ. The handler itself is registered per binary with [`set_handler`].
 //!
