@@ -58,12 +58,13 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let pages = |bytes: u64| bytes.div_ceil(4096) as usize;
 
     // Reserve everything while the firmware still hands out memory: the BootInfo, the kernel
-    // image, the buffer the ELF is decompressed into, and a page below 1 MiB for the APs.
+    // image (below 4 GiB: its .bss holds the PML4 that APs load in 32-bit mode), the buffer the
+    // ELF is decompressed into, and a page below 1 MiB for the APs.
     let info_addr = fw
         .allocate_pages(pages(size_of::<BootInfo>() as u64), None)
         .map_err(StageError::Efi)?;
     let image_addr = fw
-        .allocate_pages(pages(header.image_span), None)
+        .allocate_pages(pages(header.image_span), Some(0xffff_ffff))
         .map_err(StageError::Efi)?;
     let elf_addr = fw
         .allocate_pages(pages(header.uncompressed_len), None)

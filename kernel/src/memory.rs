@@ -33,8 +33,10 @@ const MMIO: PageFlags = PageFlags::WRITABLE.union(PageFlags::NO_CACHE);
 pub enum MemoryError {
     NoUsableRam,
     Map(MapError),
-    /// No frame below 4 GiB for the PML4.
-    NoLowFrame,
+    /// [`map`] before [`init`].
+    NotInitialised,
+    /// The PML4 (in the kernel image) is not below 4 GiB, where the stage is asked to load it.
+    Pml4Above4GiB(u64),
 }
 
 impl fmt::Display for MemoryError {
@@ -42,7 +44,11 @@ impl fmt::Display for MemoryError {
         match self {
             Self::NoUsableRam => write!(f, "the memory map has no usable RAM above 1 MiB"),
             Self::Map(e) => write!(f, "kernel page tables: {e}"),
-            Self::NoLowFrame => write!(f, "no frame below 4 GiB for the PML4"),
+            Self::NotInitialised => write!(f, "kernel page tables not set up yet"),
+            Self::Pml4Above4GiB(a) => write!(
+                f,
+                "PML4 at {a:#x}: the kernel image must be below 4 GiB (APs load CR3 in 32-bit mode)"
+            ),
         }
     }
 }
@@ -108,12 +114,12 @@ pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
             .map_range(&mut *pool, s, e, f)
             .map_err(MemoryError::Map)?;
     }
+    if tables.root() >> 32 != 0 {
+        return Err(MemoryError::Pml4Above4GiB(tables.root()));
+    }
     // SAFETY: the new tables identity-map all RAM (this code, its stack, the BootInfo) and the
     // MMIO in use, exactly as the stage's did.
     unsafe { x86::cr::write_cr3(tables.cr3()) };
-    if tables.root() >> 32 != 0 {
-        tables = move_root_low(tables)?;
-    }
     log::info!(
         "memory: {} MiB usable, kernel page tables at {:#x} ({} tables)",
         (frames * PAGE_4K as usize) >> 20,
@@ -124,20 +130,17 @@ pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
     Ok(())
 }
 
-/// Copies the PML4 to a frame below 4 GiB and switches to it (the lower levels stay where they
-/// are: only CR3 is loaded in 32-bit mode).
-fn move_root_low(tables: PageTables<Identity>) -> Result<PageTables<Identity>, MemoryError> {
-    let low = frames::Frames
-        .alloc_zeroed_table()
-        .filter(|f| f >> 32 == 0)
-        .ok_or(MemoryError::NoLowFrame)?;
-    // SAFETY: both are page-table pages, identity-mapped now that the kernel's tables are live;
-    // the new one is ours alone.
-    unsafe { core::ptr::copy_nonoverlapping(tables.root() as *const Table, low as *mut Table, 1) };
-    // SAFETY: a copy of the live PML4, so the same mappings.
-    unsafe { x86::cr::write_cr3(low) };
-    // SAFETY: `low` is a valid PML4 over the same lower tables, and only KERNEL_TABLES edits it.
-    Ok(unsafe { PageTables::new(low, 0, Identity) })
+/// Identity-maps `start..end` with `flags` on the live kernel tables (new tables come from the
+/// frame allocator) and flushes the TLB, since existing mappings may change.
+pub fn map(start: u64, end: u64, flags: PageFlags) -> Result<(), MemoryError> {
+    let mut guard = KERNEL_TABLES.lock();
+    let tables = guard.as_mut().ok_or(MemoryError::NotInitialised)?;
+    tables
+        .map_range(&mut frames::Frames, start, end, flags)
+        .map_err(MemoryError::Map)?;
+    // SAFETY: reloading the live tables' root only flushes non-global TLB entries.
+    unsafe { x86::cr::write_cr3(tables.cr3()) };
+    Ok(())
 }
 
 /// Walks the kernel's tables (None before [`init`] or when `va` is not mapped).

@@ -228,6 +228,20 @@ fn paging(info: &BootInfo) -> Result<(), &'static str> {
     {
         return Err("a 2 MiB block of RAM is not a writable 2 MiB page");
     }
+    // One page of it uncached: the block is split, the page changes, its neighbour does not;
+    // mapping it back makes it write-back again (as a 4 KiB page).
+    let page = block + 0x5000;
+    let uncached = PageFlags::WRITABLE | PageFlags::NO_CACHE;
+    crate::memory::map(page, page + PAGE_4K, uncached).map_err(|_| "remapping a page failed")?;
+    let (t, next) = (translate(page), translate(page + PAGE_4K));
+    crate::memory::map(page, page + PAGE_4K, PageFlags::WRITABLE)
+        .map_err(|_| "remapping back failed")?;
+    if !t.is_some_and(|t| t.page_size == PAGE_4K && t.flags.contains(PageFlags::NO_CACHE))
+        || !next.is_some_and(|n| n.page_size == PAGE_4K && !n.flags.contains(PageFlags::NO_CACHE))
+        || translate(page).is_none_or(|t| t.flags.contains(PageFlags::NO_CACHE))
+    {
+        return Err("a 4 KiB remap inside a 2 MiB page did not split it as expected");
+    }
     Ok(())
 }
 

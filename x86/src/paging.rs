@@ -7,7 +7,8 @@
 //!
 //! Every entry the mapper writes, leaf or not, has the `c_bit` mask OR-ed in: under SEV the
 //! encryption bit must be set in the entries that point at private memory, including the tables
-//! themselves. It is 0 until the SEV paths set it.
+//! themselves. It is 0 until the SEV paths set it; pages shared with the hypervisor (MMIO, the
+//! GHCB) will then need leaves without it, which is for the SEV work to add.
 
 use bitflags::bitflags;
 
