@@ -40,3 +40,13 @@ fn unknown_test_name_fails() {
     let out = boot("unknown-test", 1, "test=no_such_test");
     expect_failure(&out, "no test named `no_such_test`");
 }
+
+#[test]
+fn kernel_page_fault_dumps_registers_and_fails() {
+    let out = boot("page-fault", 1, "test=page_fault");
+    expect_failure(&out, "EXCEPTION #PF (page fault, vector 14) error code 0x0");
+    expect_failure(&out, "CR2=0x00007fffdeadb000 RIP=0x");
+    for reg in ["RAX=0x", "RBX=0x", "R15=0x", "RSP=0x", "RFLAGS=0x"] {
+        expect_failure(&out, reg);
+    }
+}
