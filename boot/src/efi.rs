@@ -18,6 +18,16 @@ const CC_BLOB_GUID: Guid = guid!("067b1f5f-cf26-44c5-8554-93d777912d42");
 #[derive(Debug)]
 pub struct EfiError(pub &'static str, pub Status);
 
+/// Where [`Firmware::allocate_pages`] puts an allocation.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement {
+    Anywhere,
+    /// Ending at or below this address.
+    Below(u64),
+    /// At exactly this address.
+    At(u64),
+}
+
 /// The firmware while boot services are still up.
 pub struct Firmware {
     image: Handle,
@@ -37,11 +47,12 @@ impl Firmware {
         unsafe { &*(*self.st).boot_services }
     }
 
-    /// Allocates `pages` 4 KiB pages of loader data, anywhere (or below `max` if given).
-    pub fn allocate_pages(&self, pages: usize, max: Option<u64>) -> Result<u64, EfiError> {
-        let (ty, mut addr) = match max {
-            Some(m) => (AllocateType::MAX_ADDRESS, m),
-            None => (AllocateType::ANY_PAGES, 0),
+    /// Allocates `pages` 4 KiB pages of loader data where `place` says.
+    pub fn allocate_pages(&self, pages: usize, place: Placement) -> Result<u64, EfiError> {
+        let (ty, mut addr) = match place {
+            Placement::Anywhere => (AllocateType::ANY_PAGES, 0),
+            Placement::Below(max) => (AllocateType::MAX_ADDRESS, max),
+            Placement::At(at) => (AllocateType::ADDRESS, at),
         };
         // SAFETY: a plain boot-service call with valid out-pointer.
         let s =
@@ -131,7 +142,7 @@ impl Firmware {
     /// between the two calls (the firmware may allocate in between).
     pub fn exit_boot_services(self, info: &mut BootInfo) -> Result<(), EfiError> {
         const BUF_PAGES: usize = 8;
-        let buf = self.allocate_pages(BUF_PAGES, None)? as *mut MemoryDescriptor;
+        let buf = self.allocate_pages(BUF_PAGES, Placement::Anywhere)? as *mut MemoryDescriptor;
         for _ in 0..4 {
             let (mut size, mut key, mut dsize, mut ver) = (BUF_PAGES * 4096, 0usize, 0usize, 0u32);
             // SAFETY: the buffer is BUF_PAGES pages of loader data we own.

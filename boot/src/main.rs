@@ -8,7 +8,8 @@ mod fw_cfg;
 mod idmap;
 mod interrupts;
 
-use handoff::bootinfo::BootInfo;
+use efi::Placement;
+use handoff::bootinfo::{BootInfo, KERNEL_PREFERRED_BASE};
 use handoff::elf::Elf;
 use handoff::payload::{self, Header};
 use uefi_raw::table::system::SystemTable;
@@ -58,18 +59,28 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let pages = |bytes: u64| bytes.div_ceil(4096) as usize;
 
     // Reserve everything while the firmware still hands out memory: the BootInfo, the kernel
-    // image (below 4 GiB: its .bss holds the PML4 that APs load in 32-bit mode), the buffer the
-    // ELF is decompressed into, and a page below 1 MiB for the APs.
+    // image (at its preferred address, so that debuggers know where its symbols are, else
+    // anywhere below 4 GiB: its .bss holds the PML4 that APs load in 32-bit mode), the buffer
+    // the ELF is decompressed into, and a page below 1 MiB for the APs.
     let info_addr = fw
-        .allocate_pages(pages(size_of::<BootInfo>() as u64), None)
+        .allocate_pages(pages(size_of::<BootInfo>() as u64), Placement::Anywhere)
         .map_err(StageError::Efi)?;
+    let image_pages = pages(header.image_span);
     let image_addr = fw
-        .allocate_pages(pages(header.image_span), Some(0xffff_ffff))
+        .allocate_pages(image_pages, Placement::At(KERNEL_PREFERRED_BASE))
+        .or_else(|_| fw.allocate_pages(image_pages, Placement::Below(0xffff_ffff)))
         .map_err(StageError::Efi)?;
+    if image_addr != KERNEL_PREFERRED_BASE {
+        serial_println!(
+            "stage: {KERNEL_PREFERRED_BASE:#x} is taken; kernel goes to {image_addr:#x}"
+        );
+    }
     let elf_addr = fw
-        .allocate_pages(pages(header.uncompressed_len), None)
+        .allocate_pages(pages(header.uncompressed_len), Placement::Anywhere)
         .map_err(StageError::Efi)?;
-    let ap_trampoline = fw.allocate_pages(1, Some(0x9_ffff)).unwrap_or(0);
+    let ap_trampoline = fw
+        .allocate_pages(1, Placement::Below(0x9_ffff))
+        .unwrap_or(0);
     let tsc_hz = fw.tsc_hz();
     let stage_image = fw.image_span().map_err(StageError::Efi)?;
 

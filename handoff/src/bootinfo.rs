@@ -9,6 +9,9 @@
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SEVBOOT\0");
 /// Layout version; bumped on every incompatible change.
 pub const VERSION: u32 = 1;
+/// Where the stage loads the kernel when that memory is free (it is under OVMF/QEMU), so that
+/// `cargo xtask run --gdb` can name the symbol offset in advance. Below 4 GiB, as required.
+pub const KERNEL_PREFERRED_BASE: u64 = 0x400_0000;
 /// Capacity of the memory map.
 pub const MAX_MEMORY_REGIONS: usize = 256;
 /// Capacity of the command line, in bytes.

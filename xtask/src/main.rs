@@ -162,11 +162,11 @@ fn run(profile: Profile, mut args: Args) -> Result<()> {
     if gdb {
         println!("xtask: QEMU waits for gdb; in another terminal run:");
         println!(
-            "  gdb -ex 'target remote :1234' -ex 'add-symbol-file {} -o <kernel load address>' {}",
+            "  gdb -ex 'target remote :1234' -ex 'add-symbol-file {} -o {:#x}'",
             a.kernel_elf.display(),
-            a.stage_elf.display()
+            handoff::bootinfo::KERNEL_PREFERRED_BASE
         );
-        println!("  (the kernel prints its load address; the stage's is in OVMF's log)");
+        println!("  (the stage prints a different address if that memory was taken)");
     }
     let cfg = RunConfig {
         efi: a.efi,
