@@ -12,39 +12,11 @@ use sev::ghcb::{Ghcb, GhcbField, GhcbTransport};
 use sev::host;
 use sev::vc::{
     Gpr, GuestMemory, InsnFetch, MAX_INSN_LEN, Mapping, NoHypercalls, PageFault, PageWalk,
-    RegisterFrame, VcConfig, VcOutcome, VcPerCpu, handle_vc,
+    RegisterFile, VcConfig, VcOutcome, VcPerCpu, handle_vc,
 };
 
 const RIP: u64 = 0xffff_ffff_8100_0000;
 const MMIO_VA: u64 = 0xffff_c900_0000_0000;
-
-struct Regs {
-    gpr: [u64; 16],
-}
-
-impl RegisterFrame for Regs {
-    fn gpr(&self, r: Gpr) -> u64 {
-        self.gpr[r as usize]
-    }
-    fn set_gpr(&mut self, r: Gpr, v: u64) {
-        self.gpr[r as usize] = v;
-    }
-    fn rip(&self) -> u64 {
-        RIP
-    }
-    fn rflags(&self) -> u64 {
-        2
-    }
-    fn cpl(&self) -> u8 {
-        0
-    }
-    fn fs_base(&self) -> u64 {
-        0
-    }
-    fn gs_base(&self) -> u64 {
-        0
-    }
-}
 
 /// Code bytes at RIP; MMIO_VA's page is shared, everything else private.
 struct Mem {
@@ -123,7 +95,11 @@ fn time(case: &Case, iters: u32) -> (f64, VcOutcome) {
         code,
         scratch: [0x5a; 64],
     };
-    let mut regs = Regs { gpr: [0; 16] };
+    let mut regs = RegisterFile {
+        rip: RIP,
+        rflags: 2,
+        ..RegisterFile::default()
+    };
     let mut hv = Stub {
         ghcb: Box::new(Ghcb::new()),
     };
@@ -132,7 +108,7 @@ fn time(case: &Case, iters: u32) -> (f64, VcOutcome) {
         cpuid_page: None,
         hypercalls: &NoHypercalls,
     };
-    let mut run = |regs: &mut Regs| {
+    let mut run = |regs: &mut RegisterFile| {
         regs.gpr[Gpr::Rax as usize] = 0;
         regs.gpr[Gpr::Rcx as usize] = 16;
         regs.gpr[Gpr::Rbx as usize] = MMIO_VA;
@@ -230,7 +206,11 @@ fn main() {
         ));
     }
     json.push_str("}\n");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    // The workspace's target directory, as cargo was told it (CARGO_TARGET_DIR) or by default.
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
     std::fs::write(dir.join("vc.json"), json).expect("write vc.json");
     println!("wrote {}", dir.join("vc.json").display());

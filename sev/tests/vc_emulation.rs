@@ -101,7 +101,7 @@ fn mmio_loads() {
     ];
     for (code, reg, want) in cases {
         let mut m = mmio_machine();
-        let before = m.regs.clone();
+        let before = m.regs;
         let o = m.vc(NPF, &code);
         assert_eq!(o, VcOutcome::Advance(code.len() as u8), "{code:02x?}");
         assert_eq!(m.regs.gpr[reg as usize], want, "{code:02x?}");
@@ -149,7 +149,7 @@ fn mmio_stores() {
     ];
     for (code, bytes) in cases {
         let mut m = mmio_machine();
-        let before = m.regs.clone();
+        let before = m.regs;
         let o = m.vc(NPF, &code);
         assert_eq!(o, VcOutcome::Advance(code.len() as u8), "{code:02x?}");
         assert_eq!(m.regs, before, "stores change no register");
@@ -708,7 +708,7 @@ fn vmmcall_hook() {
     // Outputs without valid bits are refused and no register changes.
     m.regs.gpr[Gpr::Rax as usize] = 1;
     m.vcpu.hv.ghcb_lie = Some(Box::new(|_, g| g.invalidate(GhcbField::Rdx)));
-    let before = m.regs.clone();
+    let before = m.regs;
     assert_eq!(
         m.vc_with(ExitCode::Vmmcall as u64, &cfg),
         terminate(GuestReason::MissingValidBit)
@@ -845,7 +845,7 @@ fn lying_replies_inside_vc() {
     // A missing output register terminates and leaves registers alone.
     let mut m = Machine::default();
     m.vcpu.hv.ghcb_lie = Some(Box::new(|_, g| g.invalidate(GhcbField::Rdx)));
-    let before = m.regs.clone();
+    let before = m.regs;
     assert_eq!(
         m.vc(ExitCode::Cpuid as u64, &[0x0f, 0xa2]),
         terminate(GuestReason::MissingValidBit)

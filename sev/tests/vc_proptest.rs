@@ -99,7 +99,7 @@ proptest! {
             _ => encode(false, true, &[0x89], reg, base, disp),
         };
         let mut m = machine(gprs, base, &[0; 0x100]);
-        let before = m.regs.clone();
+        let before = m.regs;
         let value = m.regs.gpr[reg as usize].to_le_bytes()[..size].to_vec();
         prop_assert_eq!(m.vc(NPF, &code), VcOutcome::Advance(code.len() as u8));
         prop_assert_eq!(&m.regs, &before);

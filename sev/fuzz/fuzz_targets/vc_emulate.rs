@@ -17,7 +17,7 @@ use sev::msr_protocol::{GhcbMsr, MsrRequest};
 use sev::termination::REASON_SET_GUEST;
 use sev::vc::{
     Gpr, GuestMemory, HypercallAbi, HypercallRegs, InsnFetch, MAX_INSN_LEN, Mapping, PageFault,
-    PageWalk, RegisterFrame, VcConfig, VcOutcome, VcPerCpu, handle_vc,
+    PageWalk, RegisterFile, VcConfig, VcOutcome, VcPerCpu, handle_vc,
 };
 
 const GHCB_GPA: u64 = 0x7000_0000;
@@ -41,39 +41,6 @@ impl Input<'_> {
     }
     fn u64(&mut self) -> u64 {
         u64::from_le_bytes(self.bytes())
-    }
-}
-
-struct Regs {
-    gpr: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    cpl: u8,
-    fs: u64,
-    gs: u64,
-}
-
-impl RegisterFrame for Regs {
-    fn gpr(&self, r: Gpr) -> u64 {
-        self.gpr[r as usize]
-    }
-    fn set_gpr(&mut self, r: Gpr, v: u64) {
-        self.gpr[r as usize] = v;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn cpl(&self) -> u8 {
-        self.cpl
-    }
-    fn fs_base(&self) -> u64 {
-        self.fs
-    }
-    fn gs_base(&self) -> u64 {
-        self.gs
     }
 }
 
@@ -252,13 +219,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let flags = input.u8();
     let rip = 0xffff_ffff_8000_0000 | (input.u64() & 0xfff);
-    let mut regs = Regs {
+    let mut regs = RegisterFile {
         gpr,
         rip,
         rflags: if flags & 1 == 1 { 0x402 } else { 0x2 },
         cpl: if flags & 0xe0 == 0xe0 { 3 } else { 0 },
-        fs: input.u64() & 0xffff,
-        gs: 0,
+        fs_base: input.u64() & 0xffff,
+        gs_base: 0,
     };
     let code: [u8; MAX_INSN_LEN] = input.bytes();
     let attrs: [u8; 8] = input.bytes();

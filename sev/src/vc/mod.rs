@@ -36,10 +36,12 @@ mod ioio;
 mod misc;
 mod mmio;
 mod nesting;
+mod register_file;
 
 pub use cpuid::CpuidCache;
 pub use early::handle_vc_early;
 pub use nesting::{GhcbNesting, GhcbUse};
+pub use register_file::RegisterFile;
 
 use iced_x86::Code;
 

@@ -19,9 +19,7 @@ use sev::hv_features::HvFeatures;
 use sev::msr_protocol::{CpuidReg, GhcbMsr, MsrRequest, MsrResponse, PageAssignment};
 use sev::psc::{PSC_DESCRIPTOR_SIZE, PscDescriptor, PscOp};
 use sev::termination::TerminationReason;
-use sev::vc::{
-    Gpr, GuestMemory, InsnFetch, MAX_INSN_LEN, Mapping, PageFault, PageWalk, RegisterFrame,
-};
+use sev::vc::{GuestMemory, InsnFetch, MAX_INSN_LEN, Mapping, PageFault, PageWalk};
 
 pub const GHCB_GPA: u64 = 0x7000_0000;
 /// Device (MMIO) guest-physical range.
@@ -487,40 +485,8 @@ pub fn expect_termination<F: FnOnce()>(f: F) -> TerminationReason {
     }
 }
 
-/// Register frame of the interrupted code.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Regs {
-    pub gpr: [u64; 16],
-    pub rip: u64,
-    pub rflags: u64,
-    pub cpl: u8,
-    pub fs_base: u64,
-    pub gs_base: u64,
-}
-
-impl RegisterFrame for Regs {
-    fn gpr(&self, r: Gpr) -> u64 {
-        self.gpr[r as usize]
-    }
-    fn set_gpr(&mut self, r: Gpr, value: u64) {
-        self.gpr[r as usize] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn cpl(&self) -> u8 {
-        self.cpl
-    }
-    fn fs_base(&self) -> u64 {
-        self.fs_base
-    }
-    fn gs_base(&self) -> u64 {
-        self.gs_base
-    }
-}
+/// The guest registers: the crate's own register file.
+pub type Regs = sev::vc::RegisterFile;
 
 /// Page attributes of one 4K virtual page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
