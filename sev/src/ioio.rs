@@ -40,6 +40,19 @@ const SEG_SHIFT: u32 = 10;
 const PORT_SHIFT: u32 = 16;
 
 impl IoioInfo {
+    /// A plain (not string, not REP) IN or OUT of `size` bytes at `port`.
+    pub fn port(port: u16, size: u8, input: bool) -> Self {
+        IoioInfo {
+            port,
+            input,
+            string: false,
+            rep: false,
+            size,
+            address_size: 8,
+            segment: IoSegment::Es,
+        }
+    }
+
     /// SW_EXITINFO1 for this access.
     pub fn encode(self) -> u64 {
         let sz = match self.size {

@@ -12,7 +12,7 @@ use crate::ghcb::{
     GhcbField, GhcbSnapshot, GhcbTransport, MissingField, SHARED_BUFFER_OFFSET, SHARED_BUFFER_SIZE,
 };
 use crate::hv_features::HvFeatures;
-use crate::ioio::{IoSegment, IoioInfo};
+use crate::ioio::IoioInfo;
 use crate::msr_protocol::GHCB_PROTOCOL_VERSION;
 use crate::psc::{PSC_DESCRIPTOR_SIZE, PscDescriptor, PscError, PscHeader};
 use crate::termination::{GuestReason, TerminationReason};
@@ -224,22 +224,10 @@ pub fn mwait<T: GhcbTransport + ?Sized>(t: &mut T, eax: u32, ecx: u32) -> Result
     .map(drop)
 }
 
-fn port_info(port: u16, size: u8, input: bool) -> IoioInfo {
-    IoioInfo {
-        port,
-        input,
-        string: false,
-        rep: false,
-        size,
-        address_size: 8,
-        segment: IoSegment::Es,
-    }
-}
-
 /// IN of `size` bytes (1, 2 or 4; anything else is 4) from `port`: the
 /// value is truncated to the access size.
 pub fn io_in<T: GhcbTransport + ?Sized>(t: &mut T, port: u16, size: u8) -> Result<u32, NaeError> {
-    let info = port_info(port, size, true);
+    let info = IoioInfo::port(port, size, true);
     let s = call(t, ExitCode::Ioio, info.encode(), 0, &[])?;
     Ok((s.require(GhcbField::Rax)? & size_mask(info.size)) as u32)
 }
@@ -251,7 +239,7 @@ pub fn io_out<T: GhcbTransport + ?Sized>(
     size: u8,
     value: u32,
 ) -> Result<(), NaeError> {
-    let info = port_info(port, size, false);
+    let info = IoioInfo::port(port, size, false);
     let v = value as u64 & size_mask(info.size);
     call(t, ExitCode::Ioio, info.encode(), 0, &[(GhcbField::Rax, v)]).map(drop)
 }

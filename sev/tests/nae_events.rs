@@ -12,22 +12,10 @@ use sev::exit_code::ApCreationOp;
 use sev::ghcb::{GhcbField, GhcbTransport};
 use sev::host::{self, HostError, NaeRequest};
 use sev::hv_features::HvFeatures;
-use sev::ioio::{IoSegment, IoioInfo};
+use sev::ioio::IoioInfo;
 use sev::nae::{self, GuestRequestError, NaeError, PscCallError};
 use sev::psc::{PscDescriptor, PscEntry, PscError, PscOp};
 use sev::termination::GuestReason;
-
-fn io(port: u16, input: bool, size: u8) -> IoioInfo {
-    IoioInfo {
-        port,
-        input,
-        string: false,
-        rep: false,
-        size,
-        address_size: 8,
-        segment: IoSegment::Es,
-    }
-}
 
 #[test]
 fn register_events() {
@@ -98,7 +86,7 @@ fn string_io_through_the_shared_buffer() {
     let info = IoioInfo {
         string: true,
         rep: true,
-        ..io(0x1f0, true, 2)
+        ..IoioInfo::port(0x1f0, 2, true)
     };
     let mut data = [0u8; 8];
     assert_eq!(nae::io_string(&mut v, info, 4, &mut data), Ok(()));
