@@ -63,9 +63,8 @@ pub struct Artifacts {
 
 /// `cargo <subcommand>` for the freestanding `packages`, with their target and flags.
 pub fn freestanding_cargo(subcommand: &str, packages: &[&str]) -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root())
-        .args([subcommand, "--quiet", "--target", TARGET]);
+    let mut c = crate::cargo();
+    c.args([subcommand, "--quiet", "--target", TARGET]);
     for p in packages {
         c.args(["--package", p]);
     }

@@ -15,6 +15,14 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A `cargo` command (the one running xtask) in the workspace root.
+pub fn cargo() -> std::process::Command {
+    let mut c =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
 /// Errors of xtask: a message for the user.
 pub type Result<T> = std::result::Result<T, String>;
 

@@ -3,11 +3,11 @@
 mod bench;
 mod test;
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
+use xtask::Result;
 use xtask::build::{Profile, build};
 use xtask::qemu::{self, RunConfig};
-use xtask::{Result, root};
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
@@ -191,8 +191,7 @@ fn run(profile: Profile, mut args: Args) -> Result<()> {
 }
 
 fn cargo_status(args: &[&str]) -> Result<()> {
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root())
+    let st = xtask::cargo()
         .args(args)
         .stdin(Stdio::null())
         .status()

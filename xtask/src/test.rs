@@ -35,11 +35,8 @@ impl Tally {
 
 /// Runs `cargo test` with `args`, echoing its output and adding up its `test result:` lines.
 fn cargo_test(tally: &mut Tally, label: &str, args: &[&str], env: &[(&str, String)]) -> Result<()> {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root())
-        .arg("test")
-        .args(args)
-        .stdout(Stdio::piped());
+    let mut c = xtask::cargo();
+    c.arg("test").args(args).stdout(Stdio::piped());
     for (k, v) in env {
         c.env(k, v);
     }
