@@ -55,11 +55,11 @@ pub const PARAM_VP_COUNT_OFFSET: u32 = 0;
 pub const PARAM_CMDLINE_OFFSET: u32 = 0x1000;
 /// Maximum command line length including the NUL.
 pub const PARAM_CMDLINE_SIZE: usize = 0x1000;
-/// Offset of the memory map (IGVM MEMORY_MAP parameter: 16-byte entries, see [`MemoryMapEntry`],
+/// Offset of the memory map (IGVM MEMORY_MAP parameter: 24-byte entries, see [`MemoryMapEntry`],
 /// ended by an entry with zero pages or by the end of the page).
 pub const PARAM_MEMORY_MAP_OFFSET: u32 = 0x2000;
 /// Maximum number of memory map entries.
-pub const PARAM_MEMORY_MAP_ENTRIES: usize = 4096 / 16;
+pub const PARAM_MEMORY_MAP_ENTRIES: usize = 4096 / size_of::<MemoryMapEntry>();
 
 /// GPA where the guest ELF is loaded.
 pub const IMAGE_GPA: u64 = 0x10_0000;
@@ -101,6 +101,7 @@ pub struct ParamArea {
     _pad: [u8; PARAM_CMDLINE_OFFSET as usize - 4],
     pub cmdline: [u8; PARAM_CMDLINE_SIZE],
     pub memory_map: [MemoryMapEntry; PARAM_MEMORY_MAP_ENTRIES],
+    _tail: [u8; 4096 - PARAM_MEMORY_MAP_ENTRIES * size_of::<MemoryMapEntry>()],
 }
 
 impl ParamArea {
@@ -123,7 +124,7 @@ impl ParamArea {
 }
 
 const _: () = {
-    assert!(size_of::<MemoryMapEntry>() == 16);
+    assert!(size_of::<MemoryMapEntry>() == 24);
     assert!(size_of::<ParamArea>() as u64 == PARAM_AREA_SIZE);
     assert!(core::mem::offset_of!(ParamArea, cmdline) == PARAM_CMDLINE_OFFSET as usize);
     assert!(core::mem::offset_of!(ParamArea, memory_map) == PARAM_MEMORY_MAP_OFFSET as usize);
