@@ -17,6 +17,11 @@ pub enum ExitStatus {
     Success = 0x10,
     /// QEMU exits with 35.
     Failure = 0x11,
+    /// The simulator ended the run on the guest's termination request: QEMU exits with 37.
+    GuestTerminated = 0x12,
+    /// The simulator ended the run on an error (the guest broke a rule, shut down, or asked
+    /// for something the simulator refuses): QEMU exits with 39.
+    SimError = 0x13,
 }
 
 impl ExitStatus {

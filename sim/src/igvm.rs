@@ -1,0 +1,1 @@
+//! IGVM file loading (to be written).

@@ -1,0 +1,6 @@
+//! The simulator's host-testable logic: everything that does not touch SVM or the firmware.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod igvm;

@@ -1,0 +1,3 @@
+//! The SEV-ES platform simulator (EFI application).
+#![no_std]
+#![no_main]
