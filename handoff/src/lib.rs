@@ -6,6 +6,7 @@
 //! - [`bootinfo`]: the versioned structure the kernel receives in RDI.
 //! - [`launch`]: the IGVM launch contract: guest physical layout and entry state of a guest
 //!   started from the IGVM files `cargo xtask` builds.
+//! - [`sim_hypercall`]: the simulator's test hypercalls.
 //!
 //! All of it is plain logic, unit-tested on the host.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -15,3 +16,4 @@ pub mod crc32;
 pub mod elf;
 pub mod launch;
 pub mod payload;
+pub mod sim_hypercall;

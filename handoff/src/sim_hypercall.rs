@@ -1,0 +1,20 @@
+//! Test hypercalls of the SEV-ES simulator: what a test guest may ask of the simulator beyond
+//! what a hypervisor offers, through the GHCB VMMCALL event (RAX = function, inputs in RBX; the
+//! result comes back in RAX). A guest must not rely on them elsewhere: a real hypervisor answers
+//! unknown VMMCALLs with an error or an exception.
+
+/// Common prefix of every function number ("SIM" in the top bytes), so that a stray VMMCALL of
+/// another guest never matches.
+pub const PREFIX: u64 = 0x5349_4d00_0000_0000;
+
+/// Injects one NMI into the calling vCPU, subject to NMI blocking: it is delivered when the
+/// vCPU is not already handling an NMI (before NMI_COMPLETE). RAX = 0.
+pub const INJECT_NMI: u64 = PREFIX | 1;
+/// Starts the #VC round-trip benchmark: the simulator notes the host TSC and its exit counters.
+pub const BENCH_START: u64 = PREFIX | 2;
+/// Ends the benchmark; RBX = the number of iterations the guest ran. The simulator prints a
+/// `SIM-BENCH` line with the elapsed time and the exits taken.
+pub const BENCH_END: u64 = PREFIX | 3;
+/// Reads one of the calling vCPU's NMI counters: RBX = 0 for NMIs injected so far, 1 for
+/// NMI_COMPLETE events received. RAX = the count.
+pub const NMI_COUNTER: u64 = PREFIX | 4;
