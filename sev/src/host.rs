@@ -140,7 +140,8 @@ pub enum HostError {
     MissingInput(GhcbField),
     /// An input has a value the specification does not allow.
     InvalidInput,
-    /// The exit code is not one this side implements.
+    /// The exit code is not one this side implements (or not one of this
+    /// platform: an SNP event on SEV-ES).
     UnknownExit(u64),
 }
 
@@ -151,13 +152,15 @@ impl From<MissingField> for HostError {
 }
 
 impl HostError {
-    /// GHCB error code for SW_EXITINFO2.
+    /// GHCB error code for SW_EXITINFO2 (GHCB spec 56421 v2, table 5: 2 invalid usage,
+    /// 3 invalid scratch area, 4 missing input, 5 invalid input, 6 invalid event).
     pub fn code(self) -> u64 {
         match self {
             Self::InvalidUsage => 2,
             Self::InvalidScratch => 3,
             Self::MissingInput(_) => 4,
-            Self::InvalidInput | Self::UnknownExit(_) => 5,
+            Self::InvalidInput => 5,
+            Self::UnknownExit(_) => 6,
         }
     }
 }

@@ -3,4 +3,7 @@
 
 extern crate alloc;
 
+pub mod counters;
+pub mod cpuid;
 pub mod igvm;
+pub mod options;

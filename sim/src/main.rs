@@ -1,3 +1,311 @@
-//! The SEV-ES platform simulator (EFI application).
+//! The SEV-ES platform simulator: an EFI application that runs an IGVM guest as an L2 under
+//! QEMU's emulated SVM and gives it SEV-ES semantics.
+//!
+//! While boot services are up it checks for SVM, reads `guest.igvm`, `sim.cfg` and
+//! `cmdline.txt` from the boot disk, allocates guest memory (a private and a shared copy) and
+//! every SVM structure, and loads the IGVM file into private memory. Then it exits boot
+//! services, installs its own GDT/IDT, turns SVM on and runs vCPU 0 until the guest exits
+//! through QEMU's debug-exit port, asks to be terminated, or breaks a rule; the run ends with
+//! per-vCPU counters and a status of its own (see `x86::qemu::ExitStatus`).
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+
+mod deliver;
+mod devices;
+mod memory;
+mod svm;
+mod vcpu;
+mod vmgexit;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::AtomicU64;
+use efi::{EfiError, Placement};
+use handoff::bootinfo::BootInfo;
+use memory::{GuestMemory, View};
+use sev::vmsa::Vmsa;
+use sim::igvm::{self, IgvmError, LaunchParams, LaunchTarget, OutsideGuestMemory};
+use sim::options::Options;
+use svm::{FpuState, Gprs, RunState, Vmcb};
+use uefi_raw::table::system::SystemTable;
+use uefi_raw::{Handle, Status};
+use vcpu::{Stop, Vcpu, Vm};
+use x86::qemu::{ExitStatus, debug_exit, halt_forever};
+use x86::{serial_println, tsc::rdtsc};
+
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+/// Heap for the IGVM loader and the per-vCPU structures.
+const HEAP_PAGES: usize = 1024;
+/// Largest guest IGVM file accepted.
+const MAX_IGVM: usize = 64 << 20;
+
+/// Everything that can stop the simulator before the guest runs.
+enum SetupError {
+    NoSvm,
+    Efi(EfiError),
+    MissingGuest,
+    BadText(&'static str),
+    Options(sim::options::OptionError<'static>),
+    Igvm(IgvmError),
+    NoVcpu0,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSvm => write!(
+                f,
+                "this CPU has no SVM with nested paging; run QEMU with -cpu EPYC-Milan,+svm,+npt"
+            ),
+            Self::Efi(e) => write!(f, "firmware call {} failed: {:?}", e.0, e.1),
+            Self::MissingGuest => write!(f, "no guest.igvm on the boot disk"),
+            Self::BadText(file) => write!(f, "{file} is not ASCII text"),
+            Self::Options(e) => write!(f, "sim.cfg: {e}"),
+            Self::Igvm(e) => write!(f, "guest.igvm: {e}"),
+            Self::NoVcpu0 => write!(f, "guest.igvm has no VP context for vCPU 0"),
+        }
+    }
+}
+
+impl From<EfiError> for SetupError {
+    fn from(e: EfiError) -> Self {
+        Self::Efi(e)
+    }
+}
+
+/// The firmware's entry point into the simulator.
+#[unsafe(no_mangle)]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // only the firmware calls this, with valid pointers
+pub extern "efiapi" fn _start(image: Handle, st: *mut SystemTable) -> Status {
+    let efi_entry = rdtsc();
+    x86::serial::init();
+    serial_println!("sim: SEV-ES platform simulator");
+    // SAFETY: these are the firmware's own entry arguments.
+    let fw = unsafe { efi::Firmware::new(image, st) };
+    match run(fw, efi_entry) {
+        Ok(never) => match never {},
+        Err(e) => fail(format_args!("{e}")),
+    }
+}
+
+/// A text file from the boot disk, or "" when it is absent.
+fn text_file(fw: &efi::Firmware, name: &'static str) -> Result<&'static str, SetupError> {
+    let bytes = fw.read_file(name, 4096)?.unwrap_or(&[]);
+    let text = core::str::from_utf8(bytes).map_err(|_| SetupError::BadText(name))?;
+    if !text.is_ascii() {
+        return Err(SetupError::BadText(name));
+    }
+    Ok(text.trim())
+}
+
+/// `pages` zeroed 4 KiB pages from the firmware.
+fn zeroed_pages(fw: &efi::Firmware, pages: usize) -> Result<u64, SetupError> {
+    let at = fw.allocate_pages(pages, Placement::Anywhere)?;
+    // SAFETY: freshly allocated loader-data pages, identity-mapped, owned by us from now on.
+    unsafe { core::ptr::write_bytes(at as *mut u8, 0, pages * 4096) };
+    Ok(at)
+}
+
+/// One copy of guest RAM: `bytes` (a multiple of 2 MiB), 2 MiB aligned, zeroed.
+fn guest_ram(fw: &efi::Firmware, bytes: u64) -> Result<u64, SetupError> {
+    const TWO_MIB: u64 = 2 << 20;
+    let raw = fw.allocate_pages(((bytes + TWO_MIB) / 4096) as usize, Placement::Anywhere)?;
+    let at = raw.next_multiple_of(TWO_MIB);
+    // SAFETY: [at, at + bytes) lies inside the allocation, which is ours for good.
+    unsafe { core::ptr::write_bytes(at as *mut u8, 0, bytes as usize) };
+    Ok(at)
+}
+
+/// The launch target: private guest memory and the VMSAs.
+struct Launch<'a> {
+    mem: &'a GuestMemory,
+    vmsas: Vec<(u16, Box<Vmsa>)>,
+}
+
+impl LaunchTarget for Launch<'_> {
+    fn write_page(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutsideGuestMemory> {
+        let len = data.len().min(4096);
+        if gpa % 4096 != 0 {
+            return Err(OutsideGuestMemory { gpa });
+        }
+        self.mem
+            .write(gpa, &data[..len], View::Private)
+            .and_then(|()| self.mem.write(gpa + len as u64, &[0; 4096][len..], View::Private))
+            .map_err(|_| OutsideGuestMemory { gpa })
+    }
+
+    fn vp_context(&mut self, vp_index: u16, vmsa: &[u8; 4096]) {
+        // SAFETY: `Vmsa` is a 4096-byte plain-integer struct (checked by its layout tests);
+        // every bit pattern is a valid value.
+        let v = unsafe { core::ptr::read_unaligned(vmsa.as_ptr() as *const Vmsa) };
+        self.vmsas.push((vp_index, Box::new(v)));
+    }
+}
+
+/// A page-aligned, all-ones permission bitmap: every access it covers is intercepted.
+#[repr(C, align(4096))]
+struct Bitmap<const N: usize>([u8; N]);
+
+fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, SetupError> {
+    if !svm::available() {
+        return Err(SetupError::NoSvm);
+    }
+    let heap = zeroed_pages(&fw, HEAP_PAGES)?;
+    // SAFETY: the pages are ours for good and used by nothing else.
+    unsafe { HEAP.lock().init(heap as *mut u8, HEAP_PAGES * 4096) };
+
+    let options = Options::parse(text_file(&fw, "sim.cfg")?).map_err(SetupError::Options)?;
+    let cmdline = text_file(&fw, "cmdline.txt")?;
+    let igvm_file = fw
+        .read_file("guest.igvm", MAX_IGVM)?
+        .ok_or(SetupError::MissingGuest)?;
+    let tsc_hz = fw.tsc_hz();
+
+    let size = options.mem_mib << 20;
+    let private = guest_ram(&fw, size)?;
+    let shared = guest_ram(&fw, size)?;
+    // SAFETY: two distinct, 2 MiB aligned allocations of `size` bytes that nothing else uses.
+    let mem = unsafe { GuestMemory::new(private, shared, size, handoff::launch::SIM_C_BIT) };
+
+    let mut launch = Launch {
+        mem: &mem,
+        vmsas: Vec::new(),
+    };
+    let params = LaunchParams {
+        vp_count: 1,
+        ram: &[(0, size)],
+        cmdline,
+    };
+    let summary = igvm::load(igvm_file, &params, &mut launch).map_err(SetupError::Igvm)?;
+    let vmsa = launch
+        .vmsas
+        .iter()
+        .find(|(i, _)| *i == 0)
+        .map(|(_, v)| v.clone())
+        .ok_or(SetupError::NoVcpu0)?;
+    serial_println!(
+        "sim: guest: {} MiB, {} pages loaded, {} vCPU context(s); command line `{cmdline}`",
+        options.mem_mib,
+        summary.pages,
+        summary.vp_contexts
+    );
+
+    // The nested page table: at most 1 PML4 + 2 x (1 PDPT + 4 PDs) for 4 GiB of RAM.
+    let npt_pool = zeroed_pages(&fw, 16)?;
+    let mut next = 0u64;
+    let ncr3 = mem.build_npt(|| {
+        assert!(next < 16, "nested page table pool exhausted");
+        next += 1;
+        npt_pool + (next - 1) * 4096
+    });
+    let iopm = Box::leak(Box::new(Bitmap([0xff; 3 * 4096])));
+    let msrpm = Box::leak(Box::new(Bitmap([0xff; 2 * 4096])));
+    let vmcb = Box::leak(Box::new(Vmcb::zeroed()));
+    let host_vmcb = Box::leak(Box::new(Vmcb::zeroed()));
+    let hsave = Box::leak(Box::new(Vmcb::zeroed()));
+    let state = Box::leak(Box::new(RunState {
+        gprs: Gprs::default(),
+        guest_vmcb: 0,
+        host_vmcb: host_vmcb.address(),
+        guest_fpu: FpuState([0; 512]),
+        host_fpu: FpuState([0; 512]),
+    }));
+    // The guest starts with the x87/SSE state of reset: FCW 0x37f, MXCSR 0x1f80.
+    state.guest_fpu.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+    state.guest_fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    let mut info = Box::new(BootInfo::new());
+
+    fw.exit_boot_services(&mut info)?;
+    interrupts_init();
+    // SAFETY: `hsave` is a page of ours for as long as SVM runs (forever).
+    unsafe { svm::enable(hsave.address()) };
+    let vm = Vm {
+        mem,
+        trace: options.trace,
+        tsc_hz,
+        ap_jump_table: AtomicU64::new(0),
+    };
+    let mut vcpu = Vcpu::new(
+        0,
+        vmcb,
+        state,
+        &vmsa,
+        ncr3,
+        (iopm as *const _ as u64, msrpm as *const _ as u64),
+    );
+    let stop = vcpu.run(&vm, || {
+        let us = (rdtsc() - efi_entry) * 1_000_000 / tsc_hz.max(1);
+        serial_println!("SIM-LAUNCH efi_to_guest_us={us}");
+    });
+    finish(stop, &vcpu)
+}
+
+/// Prints the counters and ends the run the way `stop` says.
+fn finish(stop: Stop, vcpu: &Vcpu) -> ! {
+    serial_println!("{}", vcpu.counters);
+    match stop {
+        Stop::DebugExit(status) => {
+            serial_println!("sim: guest exit status {status:#x}");
+            x86::io::outl(x86::qemu::DEBUG_EXIT_PORT, status);
+            halt_forever()
+        }
+        Stop::GuestTerminated(r) => {
+            let known = r
+                .guest_reason()
+                .map(|g| alloc::format!(" ({g:?})"))
+                .unwrap_or_default();
+            serial_println!(
+                "sim: guest requested termination: reason set {} code {:#x}{known}",
+                r.set(),
+                r.code()
+            );
+            end(ExitStatus::GuestTerminated)
+        }
+        Stop::GuestGaveUp { info1, info2 } => {
+            serial_println!(
+                "sim: guest reported a #VC it cannot handle (SW_EXITINFO1 {info1:#x}, \
+                 SW_EXITINFO2 {info2:#x})"
+            );
+            end(ExitStatus::GuestTerminated)
+        }
+        Stop::Error(e) => {
+            serial_println!("sim: error: vcpu {}: {e}", vcpu.id);
+            serial_println!("sim: vcpu {} state: {}", vcpu.id, vcpu.dump());
+            end(ExitStatus::SimError)
+        }
+    }
+}
+
+fn end(status: ExitStatus) -> ! {
+    debug_exit(status);
+    halt_forever()
+}
+
+/// The simulator's own GDT, TSS and IDT: every exception in the simulator is a bug and fatal.
+fn interrupts_init() {
+    static IST: x86::gdt::IstStacks = x86::gdt::IstStacks::new();
+    static TSS: spin::Once<x86::gdt::Tss> = spin::Once::new();
+    static GDT: spin::Once<x86::gdt::Gdt> = spin::Once::new();
+    x86::interrupts::set_handler(|frame| x86::interrupts::fatal(frame));
+    let tss = TSS.call_once(|| x86::gdt::Tss::new(IST.tops()));
+    let gdt = GDT.call_once(|| x86::gdt::Gdt::new(tss));
+    // SAFETY: the boot CPU's own GDT and TSS, 'static, loaded once.
+    unsafe { gdt.load() };
+    // SAFETY: the GDT and TSS with this CPU's IST stacks were just loaded.
+    unsafe { x86::interrupts::load_idt() };
+}
+
+fn fail(msg: fmt::Arguments) -> ! {
+    x86::serial::force_unlock();
+    serial_println!("sim: error: {msg}");
+    end(ExitStatus::SimError)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    fail(format_args!("panic: {info}"))
+}

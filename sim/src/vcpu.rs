@@ -1,0 +1,467 @@
+//! One guest vCPU: its VMCB set up from the launch VMSA, the VMRUN loop, and what each #VMEXIT
+//! becomes under SEV-ES.
+//!
+//! SEV-ES splits exits in two. *Automatic* exits are the hypervisor's business and invisible to
+//! the guest: VMGEXIT, HLT, nested page faults on RAM, and here also the accesses to the GHCB
+//! MSR and SEV_STATUS, which hardware serves without any exit but QEMU's CPU does not know.
+//! *Non-automatic* exits (CPUID, port and MMIO access, MSRs, RDTSC, DR7, ...) become a #VC in
+//! the guest with the exit code as error code and RIP unchanged: the guest emulates the
+//! instruction itself, asking for help through the GHCB. The simulator never reads or changes
+//! a guest register beyond what SEV-ES hardware does (RIP after VMGEXIT, event delivery); it
+//! reads the four bytes at RIP only to tell VMGEXIT (`F3 0F 01 D9`) from VMMCALL, which QEMU
+//! reports with the same exit code.
+
+use crate::deliver::{self, TripleFault};
+use crate::memory::{GuestMemory, WalkError};
+use crate::svm::{self, Gprs, RunState, Segment, Vmcb, exit, misc1, misc2, off};
+use core::fmt;
+use core::sync::atomic::AtomicU64;
+use sev::msr_protocol::{GHCB_MSR, MsrProtocolError};
+use sev::termination::TerminationReason;
+use sev::vmsa::Vmsa;
+use sim::counters::Counters;
+
+/// SEV_STATUS (read-only, no exit on hardware).
+const SEV_STATUS_MSR: u32 = 0xc001_0131;
+/// SEV_STATUS of an SEV-ES guest: SEV | SEV-ES.
+const SEV_STATUS: u64 = 0b11;
+/// #VC.
+const VC_VECTOR: u8 = 29;
+/// EVENTINJ: valid, type NMI, vector 2.
+const EVENTINJ_NMI: u64 = (1 << 31) | (2 << 8) | 2;
+/// EVENTINJ: valid, type exception, vector 6 (#UD).
+const EVENTINJ_UD: u64 = (1 << 31) | (3 << 8) | 6;
+/// EVENTINJ: valid, type exception, error code valid, vector 13 (#GP(0)).
+const EVENTINJ_GP0: u64 = (1 << 31) | (1 << 11) | (3 << 8) | 13;
+
+/// What the whole VM shares.
+pub struct Vm {
+    pub mem: GuestMemory,
+    /// Print every VMGEXIT.
+    pub trace: bool,
+    /// Host TSC frequency, for the benchmark line.
+    pub tsc_hz: u64,
+    /// The AP jump table GPA the guest set (0: none).
+    pub ap_jump_table: AtomicU64,
+}
+
+/// Why a vCPU stopped running.
+#[derive(Debug)]
+pub enum Stop {
+    /// The guest wrote this status to QEMU's debug-exit port.
+    DebugExit(u32),
+    /// The guest asked to be terminated.
+    GuestTerminated(TerminationReason),
+    /// The guest reported a #VC it cannot handle (SW_EXITINFO1/2 of its request).
+    GuestGaveUp { info1: u64, info2: u64 },
+    /// The run cannot go on.
+    Error(SimError),
+}
+
+/// Everything that ends a run with the simulator's error status.
+#[derive(Debug)]
+pub enum SimError {
+    TripleFault(TripleFault),
+    Shutdown,
+    VmrunFailed,
+    UnexpectedExit { code: u64, info1: u64, info2: u64 },
+    /// HLT with nothing that could wake the vCPU.
+    HaltedForever,
+    /// AP reset hold with nothing that could wake the vCPU.
+    ParkedForever,
+    /// The simulator could not read guest memory it needed (the instruction at RIP).
+    Walk(WalkError),
+    /// An access to a non-RAM GPA with the C-bit set: encrypted MMIO cannot be emulated.
+    EncryptedMmio { gpa: u64 },
+    /// A nested page fault on guest RAM, which is always mapped.
+    NpfOnRam { gpa: u64, info1: u64 },
+    /// The GHCB MSR names a GPA outside guest RAM or not page-aligned.
+    BadGhcbGpa { gpa: u64 },
+    /// The GHCB MSR names another page than the one the guest registered.
+    UnregisteredGhcb { gpa: u64, registered: u64 },
+    /// The GHCB MSR holds a value the MSR protocol does not define.
+    MsrProtocol { value: u64, error: MsrProtocolError },
+    /// An SNP-only MSR-protocol request from an SEV-ES guest.
+    SnpOnly { what: &'static str },
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TripleFault(t) => write!(f, "guest triple fault: {t}"),
+            Self::Shutdown => write!(f, "guest shutdown (triple fault)"),
+            Self::VmrunFailed => write!(f, "VMRUN refused the guest state (invalid VMCB)"),
+            Self::UnexpectedExit { code, info1, info2 } => write!(
+                f,
+                "unexpected #VMEXIT {code:#x} (EXITINFO1 {info1:#x}, EXITINFO2 {info2:#x})"
+            ),
+            Self::HaltedForever => write!(
+                f,
+                "the guest halted and nothing can wake it (no interrupt source, no NMI pending)"
+            ),
+            Self::ParkedForever => write!(
+                f,
+                "the guest parked its only vCPU in AP reset hold; nothing can wake it"
+            ),
+            Self::Walk(e) => write!(f, "{e}"),
+            Self::EncryptedMmio { gpa } => write!(
+                f,
+                "access to MMIO GPA {gpa:#x} with the C-bit set (encrypted MMIO cannot be emulated)"
+            ),
+            Self::NpfOnRam { gpa, info1 } => {
+                write!(f, "nested page fault on RAM GPA {gpa:#x} (error {info1:#x})")
+            }
+            Self::BadGhcbGpa { gpa } => write!(
+                f,
+                "VMGEXIT with GHCB GPA {gpa:#x}: not a page of guest RAM"
+            ),
+            Self::UnregisteredGhcb { gpa, registered } => write!(
+                f,
+                "VMGEXIT with GHCB GPA {gpa:#x}, but the guest registered {registered:#x}"
+            ),
+            Self::MsrProtocol { value, error } => {
+                write!(f, "invalid GHCB MSR protocol request {value:#x}: {error:?}")
+            }
+            Self::SnpOnly { what } => {
+                write!(f, "SNP-only MSR protocol request ({what}) from an SEV-ES guest")
+            }
+        }
+    }
+}
+
+/// One vCPU's state as the simulator keeps it.
+pub struct Vcpu {
+    pub id: u32,
+    pub vmcb: &'static mut Vmcb,
+    pub state: &'static mut RunState,
+    /// The GHCB MSR: a per-vCPU register of SEV-ES hardware.
+    pub ghcb_msr: u64,
+    /// The GFN the guest registered through the MSR protocol, if it did.
+    pub registered_gfn: Option<u64>,
+    /// An NMI waits for delivery.
+    pub nmi_pending: bool,
+    /// An NMI was delivered and the guest has not sent NMI_COMPLETE yet.
+    pub nmi_blocked: bool,
+    /// NMI_COMPLETE events received.
+    pub nmi_completed: u64,
+    /// The guest's DR7 as the hypervisor tracks it (DR7 NAE events).
+    pub dr7: u64,
+    /// TSC_AUX as the hypervisor tracks it (RDTSCP, MSR events).
+    pub tsc_aux: u64,
+    /// Host TSC and exit count at BENCH_START.
+    pub bench: Option<(u64, u64)>,
+    /// An event whose delivery a #VMEXIT interrupted, to inject again.
+    reinject: Option<u64>,
+    pub counters: Counters,
+}
+
+/// The intercepts of an SEV-ES guest: everything the GHCB specification lists as a #VC
+/// source, the automatic exits, and the SVM instructions (answered with #UD).
+fn set_intercepts(vmcb: &mut Vmcb) {
+    vmcb.set(off::INTERCEPT_DR, (1u32 << 7) | (1 << (16 + 7)));
+    vmcb.set(off::INTERCEPT_EXC, (1u32 << 1) | (1 << 17));
+    vmcb.set(
+        off::INTERCEPT_MISC1,
+        misc1::RDTSC
+            | misc1::RDPMC
+            | misc1::CPUID
+            | misc1::INVD
+            | misc1::HLT
+            | misc1::IOIO
+            | misc1::MSR
+            | misc1::SHUTDOWN,
+    );
+    vmcb.set(
+        off::INTERCEPT_MISC2,
+        misc2::VMRUN
+            | misc2::VMMCALL
+            | misc2::VMLOAD
+            | misc2::VMSAVE
+            | misc2::STGI
+            | misc2::CLGI
+            | misc2::SKINIT
+            | misc2::RDTSCP
+            | misc2::WBINVD
+            | misc2::MONITOR
+            | misc2::MWAIT
+            | misc2::MWAIT_CONDITIONAL,
+    );
+}
+
+fn segment(s: &sev::vmsa::VmsaSegment) -> Segment {
+    Segment {
+        selector: s.selector,
+        attrib: s.attrib,
+        limit: s.limit,
+        base: s.base,
+    }
+}
+
+impl Vcpu {
+    /// A vCPU that starts in the state of `vmsa`. `io_bitmaps` are the (IOPM, MSRPM) physical
+    /// addresses, all ones: every port and MSR access exits.
+    pub fn new(
+        id: u32,
+        vmcb: &'static mut Vmcb,
+        state: &'static mut RunState,
+        vmsa: &Vmsa,
+        ncr3: u64,
+        io_bitmaps: (u64, u64),
+    ) -> Self {
+        set_intercepts(vmcb);
+        vmcb.set(off::IOPM_BASE, io_bitmaps.0);
+        vmcb.set(off::MSRPM_BASE, io_bitmaps.1);
+        vmcb.set(off::ASID, id + 1);
+        vmcb.set(off::NP_CONTROL, 1u64);
+        vmcb.set(off::N_CR3, ncr3);
+        // V_INTR_MASKING: physical interrupts stay the host's (masked, the simulator runs with
+        // IF clear); the guest's RFLAGS.IF governs only virtual ones.
+        vmcb.set(off::INT_CTL, 1u64 << 24);
+        for (o, s) in [
+            (off::ES, &vmsa.es),
+            (off::CS, &vmsa.cs),
+            (off::SS, &vmsa.ss),
+            (off::DS, &vmsa.ds),
+            (off::FS, &vmsa.fs),
+            (off::GS, &vmsa.gs),
+            (off::GDTR, &vmsa.gdtr),
+            (off::LDTR, &vmsa.ldtr),
+            (off::IDTR, &vmsa.idtr),
+            (off::TR, &vmsa.tr),
+        ] {
+            vmcb.set_segment(o, segment(s));
+        }
+        vmcb.set(off::CPL, vmsa.cpl);
+        vmcb.set(off::EFER, vmsa.efer);
+        vmcb.set(off::CR0, vmsa.cr0);
+        vmcb.set(off::CR3, vmsa.cr3);
+        vmcb.set(off::CR4, vmsa.cr4);
+        vmcb.set(off::DR6, vmsa.dr6);
+        vmcb.set(off::DR7, vmsa.dr7);
+        vmcb.set(off::RFLAGS, vmsa.rflags);
+        vmcb.set(off::RIP, vmsa.rip);
+        vmcb.set(off::RSP, vmsa.rsp);
+        vmcb.set(off::RAX, vmsa.rax);
+        vmcb.set(off::G_PAT, vmsa.g_pat);
+        vmcb.set(off::STAR, vmsa.star);
+        vmcb.set(off::LSTAR, vmsa.lstar);
+        vmcb.set(off::CSTAR, vmsa.cstar);
+        vmcb.set(off::SFMASK, vmsa.sfmask);
+        vmcb.set(off::KERNEL_GS_BASE, vmsa.kernel_gs_base);
+        vmcb.set(off::CR2, vmsa.cr2);
+        state.gprs = Gprs {
+            rbx: vmsa.rbx,
+            rcx: vmsa.rcx,
+            rdx: vmsa.rdx,
+            rsi: vmsa.rsi,
+            rdi: vmsa.rdi,
+            rbp: vmsa.rbp,
+            r8: vmsa.r8,
+            r9: vmsa.r9,
+            r10: vmsa.r10,
+            r11: vmsa.r11,
+            r12: vmsa.r12,
+            r13: vmsa.r13,
+            r14: vmsa.r14,
+            r15: vmsa.r15,
+        };
+        state.guest_vmcb = vmcb.address();
+        Self {
+            id,
+            vmcb,
+            state,
+            ghcb_msr: 0,
+            registered_gfn: None,
+            nmi_pending: false,
+            nmi_blocked: false,
+            nmi_completed: 0,
+            dr7: vmsa.dr7,
+            tsc_aux: u64::from(vmsa.tsc_aux),
+            bench: None,
+            reinject: None,
+            counters: Counters::new(id),
+        }
+    }
+
+    /// Runs the guest until something ends the run. `first_entry` is called right before the
+    /// first VMRUN (for the launch-time figure).
+    pub fn run(&mut self, vm: &Vm, mut first_entry: impl FnMut()) -> Stop {
+        first_entry();
+        loop {
+            self.inject_pending();
+            // SAFETY: SVM is on, the VMCB was set up by `new` with the VMRUN intercept.
+            unsafe { svm::run(self.state) };
+            let code: u64 = self.vmcb.get(off::EXIT_CODE);
+            self.counters.exit(code);
+            let int_info: u64 = self.vmcb.get(off::EXIT_INT_INFO);
+            self.reinject = (int_info & (1 << 31) != 0).then_some(int_info);
+            if let Err(stop) = self.handle_exit(vm, code) {
+                return stop;
+            }
+        }
+    }
+
+    /// Sets EVENTINJ for the next VMRUN: an interrupted delivery first, else a pending NMI the
+    /// guest is not blocking.
+    fn inject_pending(&mut self) {
+        if let Some(event) = self.reinject.take() {
+            self.vmcb.set(off::EVENT_INJ, event);
+        } else if self.nmi_pending && !self.nmi_blocked {
+            self.vmcb.set(off::EVENT_INJ, EVENTINJ_NMI);
+            self.nmi_pending = false;
+            self.nmi_blocked = true;
+            self.counters.nmi_injected += 1;
+        }
+    }
+
+    fn handle_exit(&mut self, vm: &Vm, code: u64) -> Result<(), Stop> {
+        let info1: u64 = self.vmcb.get(off::EXIT_INFO1);
+        let info2: u64 = self.vmcb.get(off::EXIT_INFO2);
+        match code {
+            exit::VMMCALL if self.at_vmgexit(vm)? => crate::vmgexit::handle(self, vm),
+            exit::MSR => self.msr(vm, info1 == 1),
+            exit::READ_DR7
+            | exit::WRITE_DR7
+            | exit::EXCP_DB
+            | exit::EXCP_AC
+            | exit::RDTSC
+            | exit::RDPMC
+            | exit::CPUID
+            | exit::INVD
+            | exit::IOIO
+            | exit::VMMCALL
+            | exit::RDTSCP
+            | exit::WBINVD
+            | exit::MONITOR
+            | exit::MWAIT
+            | exit::MWAIT_CONDITIONAL => self.raise_vc(vm, code),
+            exit::NPF => {
+                let c = vm.mem.c_mask();
+                let gpa = info2 & !c;
+                if gpa < vm.mem.size() {
+                    Err(Stop::Error(SimError::NpfOnRam { gpa, info1 }))
+                } else if info2 & c != 0 {
+                    Err(Stop::Error(SimError::EncryptedMmio { gpa }))
+                } else {
+                    self.raise_vc(vm, code)
+                }
+            }
+            exit::HLT => {
+                if self.nmi_pending && !self.nmi_blocked {
+                    self.vmcb.set_rip(self.vmcb.rip() + 1);
+                    Ok(())
+                } else {
+                    Err(Stop::Error(SimError::HaltedForever))
+                }
+            }
+            exit::VMRUN
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT => {
+                self.vmcb.set(off::EVENT_INJ, EVENTINJ_UD);
+                Ok(())
+            }
+            exit::SHUTDOWN => Err(Stop::Error(SimError::Shutdown)),
+            exit::INVALID => Err(Stop::Error(SimError::VmrunFailed)),
+            _ => Err(Stop::Error(SimError::UnexpectedExit { code, info1, info2 })),
+        }
+    }
+
+    /// Whether the VMMCALL exit came from `rep vmmcall` (VMGEXIT).
+    fn at_vmgexit(&self, vm: &Vm) -> Result<bool, Stop> {
+        let mut insn = [0u8; 4];
+        vm.mem
+            .read_virt(self.vmcb.get(off::CR3), self.vmcb.rip(), &mut insn)
+            .map_err(|e| Stop::Error(SimError::Walk(e)))?;
+        Ok(insn == [0xf3, 0x0f, 0x01, 0xd9])
+    }
+
+    /// RDMSR/WRMSR: the GHCB MSR and SEV_STATUS are served as hardware does, without the guest
+    /// noticing; every other MSR is a #VC.
+    fn msr(&mut self, vm: &Vm, write: bool) -> Result<(), Stop> {
+        let msr = self.state.gprs.rcx as u32;
+        let value = (self.state.gprs.rdx << 32) | (self.vmcb.rax() & 0xffff_ffff);
+        match (msr, write) {
+            (GHCB_MSR, true) => self.ghcb_msr = value,
+            (GHCB_MSR, false) => self.set_edx_eax(self.ghcb_msr),
+            (SEV_STATUS_MSR, false) => self.set_edx_eax(SEV_STATUS),
+            (SEV_STATUS_MSR, true) => {
+                self.vmcb.set(off::EVENT_INJ, EVENTINJ_GP0);
+                return Ok(());
+            }
+            _ => return self.raise_vc(vm, exit::MSR),
+        }
+        self.vmcb.set_rip(self.vmcb.rip() + 2);
+        Ok(())
+    }
+
+    fn set_edx_eax(&mut self, v: u64) {
+        self.vmcb.set_rax(v & 0xffff_ffff);
+        self.state.gprs.rdx = v >> 32;
+    }
+
+    /// Delivers #VC with `code` as its error code.
+    fn raise_vc(&mut self, vm: &Vm, code: u64) -> Result<(), Stop> {
+        self.counters.vc_delivered += 1;
+        deliver::exception(self.vmcb, &vm.mem, VC_VECTOR, Some(code))
+            .map_err(|t| Stop::Error(SimError::TripleFault(t)))
+    }
+
+    /// The guest state worth printing when a run fails.
+    pub fn dump(&self) -> GuestState {
+        let v = &self.vmcb;
+        GuestState {
+            rip: v.rip(),
+            rsp: v.get(off::RSP),
+            rflags: v.get(off::RFLAGS),
+            cr0: v.get(off::CR0),
+            cr3: v.get(off::CR3),
+            cr4: v.get(off::CR4),
+            efer: v.get(off::EFER),
+            cs: v.segment(off::CS),
+            idtr: v.segment(off::IDTR),
+            ghcb_msr: self.ghcb_msr,
+            exit_code: v.get(off::EXIT_CODE),
+        }
+    }
+}
+
+/// A snapshot of the guest registers the simulator can see, for error messages.
+pub struct GuestState {
+    rip: u64,
+    rsp: u64,
+    rflags: u64,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    cs: Segment,
+    idtr: Segment,
+    ghcb_msr: u64,
+    exit_code: u64,
+}
+
+impl fmt::Display for GuestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RIP={:#x} RSP={:#x} RFLAGS={:#x} CS={:#x}/{:#x} CR0={:#x} CR3={:#x} CR4={:#x} \
+             EFER={:#x} IDTR={:#x}/{:#x} GHCB_MSR={:#x} last exit={:#x}",
+            self.rip,
+            self.rsp,
+            self.rflags,
+            self.cs.selector,
+            self.cs.attrib,
+            self.cr0,
+            self.cr3,
+            self.cr4,
+            self.efer,
+            self.idtr.base,
+            self.idtr.limit,
+            self.ghcb_msr,
+            self.exit_code
+        )
+    }
+}

@@ -1,0 +1,351 @@
+//! VMGEXIT: the GHCB MSR protocol when the GHCB MSR holds a request, else the NAE event in the
+//! GHCB page at the GPA it holds (GHCB specification 56421, version 2).
+//!
+//! The GHCB is read from the shared view only: a guest that left its GHCB encrypted has put its
+//! request where the simulator, like a hypervisor, cannot see it. Requests are parsed from one
+//! snapshot by `sev::host`, which checks valid bits, usage and scratch ranges; a malformed
+//! request gets the specification's error reply. Devices and MSRs the simulator does not
+//! provide get #GP and a console line.
+
+use crate::devices;
+use crate::memory::View;
+use crate::vcpu::{SimError, Stop, Vcpu, Vm};
+use handoff::sim_hypercall;
+use sev::exception::Exception;
+use sev::ghcb::{Ghcb, GhcbField, GhcbSnapshot};
+use sev::hv_features::HvFeatures;
+use sev::host::{self, ApJumpTableRequest, NaeRequest};
+use sev::ioio::IoioInfo;
+use sev::msr_protocol::{GFN_NONE, MsrRequest, MsrResponse};
+use sim::cpuid::{self, Regs};
+use x86::serial_println;
+
+/// Highest and lowest GHCB protocol versions served.
+const PROTOCOL_MAX: u16 = 2;
+const PROTOCOL_MIN: u16 = 1;
+/// What an unknown VMMCALL function returns in RAX (KVM's -KVM_ENOSYS).
+const HYPERCALL_UNKNOWN: u64 = -1000i64 as u64;
+/// VMGEXIT (`rep vmmcall`) is four bytes; QEMU gives no next RIP.
+const VMGEXIT_LEN: u64 = 4;
+
+/// Serves the VMGEXIT the vCPU is stopped at and steps over it.
+pub fn handle(vcpu: &mut Vcpu, vm: &Vm) -> Result<(), Stop> {
+    let value = vcpu.ghcb_msr;
+    if value & 0xfff != 0 {
+        msr_protocol(vcpu, vm, value)?;
+    } else {
+        ghcb_page(vcpu, vm, value)?;
+    }
+    vcpu.vmcb.set_rip(vcpu.vmcb.rip() + VMGEXIT_LEN);
+    Ok(())
+}
+
+fn host_cpuid(vcpu: &Vcpu, vm: &Vm, leaf: u32, subleaf: u32) -> Regs {
+    let h = x86::msr::cpuid(leaf, subleaf);
+    let host = Regs {
+        eax: h.eax,
+        ebx: h.ebx,
+        ecx: h.ecx,
+        edx: h.edx,
+    };
+    cpuid::guest_view(leaf, host, vcpu.id, vm.mem.c_bit())
+}
+
+fn msr_protocol(vcpu: &mut Vcpu, vm: &Vm, value: u64) -> Result<(), Stop> {
+    let req = MsrRequest::decode(value);
+    vcpu.counters.msr_protocol(req.as_ref().ok());
+    if vm.trace {
+        serial_println!("sim: vmgexit vcpu={} msr {value:#x} {req:?}", vcpu.id);
+    }
+    let req = req.map_err(|error| Stop::Error(SimError::MsrProtocol { value, error }))?;
+    let resp = match req {
+        MsrRequest::SevInfo => MsrResponse::SevInfo {
+            max: PROTOCOL_MAX,
+            min: PROTOCOL_MIN,
+            cbit: vm.mem.c_bit() as u8,
+        },
+        MsrRequest::Cpuid { function, reg } => {
+            let r = host_cpuid(vcpu, vm, function, 0);
+            let value = [r.eax, r.ebx, r.ecx, r.edx][reg as usize];
+            MsrResponse::Cpuid { reg, value }
+        }
+        MsrRequest::ApResetHold => return Err(Stop::Error(SimError::ParkedForever)),
+        MsrRequest::PreferredGhcbGpa => MsrResponse::PreferredGhcbGpa { gfn: None },
+        MsrRequest::RegisterGhcbGpa { gfn } => {
+            let ok = gfn
+                .checked_mul(4096)
+                .is_some_and(|gpa| vm.mem.host(gpa, 4096, View::Shared).is_some());
+            if ok {
+                vcpu.registered_gfn = Some(gfn);
+            }
+            MsrResponse::RegisterGhcbGpa {
+                gfn: if ok { gfn } else { GFN_NONE },
+            }
+        }
+        MsrRequest::PageStateChange { .. } => {
+            return Err(Stop::Error(SimError::SnpOnly {
+                what: "page state change",
+            }));
+        }
+        MsrRequest::RunVmpl { .. } => {
+            return Err(Stop::Error(SimError::SnpOnly { what: "run VMPL" }));
+        }
+        MsrRequest::HvFeatures => MsrResponse::HvFeatures(HvFeatures::empty()),
+        MsrRequest::Terminate(reason) => return Err(Stop::GuestTerminated(reason)),
+    };
+    vcpu.ghcb_msr = resp.encode();
+    Ok(())
+}
+
+fn ghcb_page(vcpu: &mut Vcpu, vm: &Vm, gpa: u64) -> Result<(), Stop> {
+    if let Some(gfn) = vcpu.registered_gfn
+        && gpa >> 12 != gfn
+    {
+        return Err(Stop::Error(SimError::UnregisteredGhcb {
+            gpa,
+            registered: gfn << 12,
+        }));
+    }
+    let page = vm
+        .mem
+        .host(gpa, 4096, View::Shared)
+        .ok_or(Stop::Error(SimError::BadGhcbGpa { gpa }))?;
+    // SAFETY: a page of the shared view (checked; page-aligned because the MSR's low 12 bits
+    // are zero here). The guest may write it concurrently from another vCPU: `Ghcb` is an
+    // `UnsafeCell` over plain integers, and every request is parsed from one snapshot.
+    let ghcb = unsafe { &mut *(page as *mut Ghcb) };
+    let parsed = NaeRequest::parse(ghcb, gpa);
+    let code = parsed.as_ref().ok().and_then(|(_, s)| s.get(GhcbField::SwExitCode));
+    vcpu.counters.nae(code);
+    if vm.trace {
+        match &parsed {
+            Ok((req, _)) => serial_println!("sim: vmgexit vcpu={} ghcb {gpa:#x} {req:?}", vcpu.id),
+            Err(e) => serial_println!("sim: vmgexit vcpu={} ghcb {gpa:#x} invalid: {e:?}", vcpu.id),
+        }
+    }
+    match parsed {
+        Ok((req, snapshot)) => serve(vcpu, vm, ghcb, req, &snapshot),
+        Err(e) => {
+            serial_println!(
+                "sim: vcpu {}: invalid GHCB request at {gpa:#x}: {e:?}; answered with error {}",
+                vcpu.id,
+                e.code()
+            );
+            host::reply_error(ghcb, e);
+            Ok(())
+        }
+    }
+}
+
+/// Answers with #GP and says so: the simulator does not provide `what`.
+fn refuse(vcpu: &Vcpu, ghcb: &mut Ghcb, what: core::fmt::Arguments) -> Result<(), Stop> {
+    serial_println!("sim: vcpu {}: refused {what}: #GP", vcpu.id);
+    host::reply_exception(ghcb, Exception::Gp(0));
+    Ok(())
+}
+
+fn serve(
+    vcpu: &mut Vcpu,
+    vm: &Vm,
+    ghcb: &mut Ghcb,
+    req: NaeRequest,
+    s: &GhcbSnapshot,
+) -> Result<(), Stop> {
+    use GhcbField::{Rax, Rbx, Rcx, Rdx};
+    match req {
+        NaeRequest::Cpuid { leaf, subleaf, .. } => {
+            let r = host_cpuid(vcpu, vm, leaf, subleaf);
+            let out = [
+                (Rax, u64::from(r.eax)),
+                (Rbx, u64::from(r.ebx)),
+                (Rcx, u64::from(r.ecx)),
+                (Rdx, u64::from(r.edx)),
+            ];
+            host::reply_ok(ghcb, 0, &out);
+        }
+        NaeRequest::Io { info, value } => {
+            if !devices::port_allowed(info.port, info.size) {
+                return refuse(vcpu, ghcb, format_args!("port I/O to {:#x}", info.port));
+            }
+            match value {
+                None => {
+                    let v = devices::port_in(info.port, info.size);
+                    host::reply_ok(ghcb, 0, &[(Rax, u64::from(v))]);
+                }
+                Some(v) if info.port == devices::DEBUG_EXIT => {
+                    return Err(Stop::DebugExit(v as u32));
+                }
+                Some(v) => {
+                    devices::port_out(info.port, info.size, v as u32);
+                    host::reply_ok(ghcb, 0, &[]);
+                }
+            }
+        }
+        NaeRequest::IoString {
+            info,
+            count,
+            scratch,
+        } => {
+            if !devices::port_allowed(info.port, info.size) || info.port == devices::DEBUG_EXIT {
+                return refuse(vcpu, ghcb, format_args!("string I/O to {:#x}", info.port));
+            }
+            io_string(ghcb, info, count, scratch.offset);
+            host::reply_ok(ghcb, 0, &[]);
+        }
+        NaeRequest::RdMsr { msr } => match msr {
+            x86::msr::IA32_TSC_AUX => {
+                let v = vcpu.tsc_aux;
+                host::reply_ok(ghcb, 0, &[(Rax, v & 0xffff_ffff), (Rdx, v >> 32)]);
+            }
+            0x10 => {
+                let v = x86::tsc::rdtsc();
+                host::reply_ok(ghcb, 0, &[(Rax, v & 0xffff_ffff), (Rdx, v >> 32)]);
+            }
+            _ => return refuse(vcpu, ghcb, format_args!("RDMSR {msr:#x}")),
+        },
+        NaeRequest::WrMsr { msr, value } => match msr {
+            x86::msr::IA32_TSC_AUX if value >> 32 == 0 => {
+                vcpu.tsc_aux = value;
+                host::reply_ok(ghcb, 0, &[]);
+            }
+            _ => return refuse(vcpu, ghcb, format_args!("WRMSR {msr:#x} <- {value:#x}")),
+        },
+        NaeRequest::Rdtsc => {
+            let v = x86::tsc::rdtsc();
+            host::reply_ok(ghcb, 0, &[(Rax, v & 0xffff_ffff), (Rdx, v >> 32)]);
+        }
+        NaeRequest::Rdtscp => {
+            let v = x86::tsc::rdtsc();
+            let out = [(Rax, v & 0xffff_ffff), (Rdx, v >> 32), (Rcx, vcpu.tsc_aux)];
+            host::reply_ok(ghcb, 0, &out);
+        }
+        // Six counters, none of them running: each reads zero.
+        NaeRequest::Rdpmc { counter } if counter < 6 => {
+            host::reply_ok(ghcb, 0, &[(Rax, 0), (Rdx, 0)]);
+        }
+        NaeRequest::Rdpmc { counter } => {
+            return refuse(vcpu, ghcb, format_args!("RDPMC of counter {counter}"));
+        }
+        NaeRequest::ReadDr7 => host::reply_ok(ghcb, 0, &[(Rax, vcpu.dr7)]),
+        NaeRequest::WriteDr7 { value } if value >> 32 == 0 => {
+            vcpu.dr7 = value;
+            host::reply_ok(ghcb, 0, &[]);
+        }
+        NaeRequest::WriteDr7 { value } => {
+            return refuse(vcpu, ghcb, format_args!("DR7 <- {value:#x}"));
+        }
+        NaeRequest::Wbinvd | NaeRequest::Monitor { .. } | NaeRequest::Mwait { .. } => {
+            host::reply_ok(ghcb, 0, &[]);
+        }
+        NaeRequest::Vmmcall { rax, cpl } => {
+            let result = if cpl == 0 {
+                hypercall(vcpu, vm, rax, s.get(Rbx).unwrap_or(0))
+            } else {
+                HYPERCALL_UNKNOWN
+            };
+            host::reply_ok(ghcb, 0, &[(Rax, result)]);
+        }
+        NaeRequest::MmioRead { gpa, scratch } => {
+            let len = scratch.len as u64;
+            if devices::mmio_device(gpa, len).is_none() {
+                return refuse(vcpu, ghcb, format_args!("MMIO read of {len} bytes at {gpa:#x}"));
+            }
+            let v = devices::mmio_read(gpa, len).to_le_bytes();
+            // The range was checked against the shared buffer by the parser.
+            let _ = ghcb.write_shared(scratch.offset, &v[..scratch.len]);
+            host::reply_ok(ghcb, 0, &[]);
+        }
+        NaeRequest::MmioWrite { gpa, scratch } => {
+            let len = scratch.len as u64;
+            if devices::mmio_device(gpa, len).is_none() {
+                return refuse(vcpu, ghcb, format_args!("MMIO write of {len} bytes at {gpa:#x}"));
+            }
+            let mut v = [0u8; 8];
+            let _ = ghcb.read_shared(scratch.offset, &mut v[..scratch.len]);
+            devices::mmio_write(gpa, len, u64::from_le_bytes(v));
+            host::reply_ok(ghcb, 0, &[]);
+        }
+        NaeRequest::NmiComplete => {
+            vcpu.nmi_blocked = false;
+            vcpu.nmi_completed += 1;
+            host::reply_ok(ghcb, 0, &[]);
+        }
+        NaeRequest::ApHltLoop => return Err(Stop::Error(SimError::ParkedForever)),
+        NaeRequest::ApJumpTable(ApJumpTableRequest::Set { gpa }) => {
+            vm.ap_jump_table
+                .store(gpa, core::sync::atomic::Ordering::Relaxed);
+            host::reply_ok(ghcb, 0, &[]);
+        }
+        NaeRequest::ApJumpTable(ApJumpTableRequest::Get) => {
+            let gpa = vm.ap_jump_table.load(core::sync::atomic::Ordering::Relaxed);
+            host::reply_ok(ghcb, gpa, &[]);
+        }
+        NaeRequest::HvFeatures => host::reply_ok(ghcb, HvFeatures::empty().bits(), &[]),
+        NaeRequest::Terminate(reason) => return Err(Stop::GuestTerminated(reason)),
+        NaeRequest::Unsupported { info1, info2 } => {
+            return Err(Stop::GuestGaveUp { info1, info2 });
+        }
+        NaeRequest::Psc
+        | NaeRequest::GuestRequest { .. }
+        | NaeRequest::ExtGuestRequest { .. }
+        | NaeRequest::ApCreation { .. }
+        | NaeRequest::RunVmpl { .. } => {
+            let code = s.get(GhcbField::SwExitCode).unwrap_or(0);
+            serial_println!(
+                "sim: vcpu {}: SNP-only event {code:#x} from an SEV-ES guest: invalid event",
+                vcpu.id
+            );
+            host::reply_error(ghcb, host::HostError::UnknownExit(code));
+        }
+    }
+    Ok(())
+}
+
+/// INS/OUTS of `count` elements through the shared buffer at `offset` (the parser checked that
+/// `count * size` bytes fit).
+fn io_string(ghcb: &mut Ghcb, info: IoioInfo, count: u64, offset: usize) {
+    let size = usize::from(info.size);
+    for i in 0..count as usize {
+        let at = offset + i * size;
+        let mut b = [0u8; 4];
+        if info.input {
+            let v = devices::port_in(info.port, info.size).to_le_bytes();
+            let _ = ghcb.write_shared(at, &v[..size]);
+        } else {
+            let _ = ghcb.read_shared(at, &mut b[..size]);
+            devices::port_out(info.port, info.size, u32::from_le_bytes(b));
+        }
+    }
+}
+
+/// The simulator's test hypercalls (`handoff::sim_hypercall`); anything else is unknown.
+fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, rbx: u64) -> u64 {
+    match function {
+        sim_hypercall::INJECT_NMI => {
+            vcpu.nmi_pending = true;
+            0
+        }
+        sim_hypercall::BENCH_START => {
+            vcpu.bench = Some((x86::tsc::rdtsc(), vcpu.counters.total_exits()));
+            0
+        }
+        sim_hypercall::BENCH_END => {
+            let Some((t0, e0)) = vcpu.bench.take() else {
+                return HYPERCALL_UNKNOWN;
+            };
+            serial_println!(
+                "SIM-BENCH iterations={rbx} exits={} tsc={} tsc_hz={}",
+                vcpu.counters.total_exits() - e0,
+                x86::tsc::rdtsc() - t0,
+                vm.tsc_hz
+            );
+            0
+        }
+        sim_hypercall::NMI_COUNTER => match rbx {
+            0 => vcpu.counters.nmi_injected,
+            1 => vcpu.nmi_completed,
+            _ => HYPERCALL_UNKNOWN,
+        },
+        _ => HYPERCALL_UNKNOWN,
+    }
+}
