@@ -1,8 +1,11 @@
 //! Helpers for the QEMU integration tests: boot the image `cargo xtask test` built (or build it)
-//! with a command line and vCPU count, and look at what came out of the serial port.
+//! with a command line and vCPU count, or run the simulator with its test guest, and look at how
+//! the run ended and what came out of the serial port.
 
 use std::path::PathBuf;
-use xtask::qemu::{self, Outcome, RunConfig};
+use std::sync::OnceLock;
+use xtask::build::{Profile, build_sim};
+use xtask::qemu::{self, Outcome, RunConfig, SimFiles};
 
 /// The EFI image under test: `SEV_GUEST_EFI` (set by `cargo xtask test`) or a fresh debug build.
 pub fn image() -> PathBuf {
@@ -16,13 +19,21 @@ pub fn image() -> PathBuf {
     }
 }
 
-/// Boots `efi` with `cpus` vCPUs and `cmdline`; `name` names the serial log under target/test-logs.
-pub fn boot_image(name: &str, efi: PathBuf, cpus: u32, cmdline: &str) -> Outcome {
-    let fw = qemu::ensure_prerequisites().expect("QEMU and OVMF");
+/// The serial log `name` under target/test-logs (the directory created).
+fn log_path(name: &str) -> PathBuf {
     let log = xtask::target_dir().join(format!("test-logs/{name}.log"));
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let cfg = RunConfig::logged(&efi, cpus, cmdline, log);
-    qemu::run(&cfg, &fw, false).expect("run QEMU")
+    log
+}
+
+fn run(cfg: &RunConfig) -> Outcome {
+    let fw = qemu::ensure_prerequisites().expect("QEMU and OVMF");
+    qemu::run(cfg, &fw, false).expect("run QEMU")
+}
+
+/// Boots `efi` with `cpus` vCPUs and `cmdline`; `name` names the serial log under target/test-logs.
+pub fn boot_image(name: &str, efi: PathBuf, cpus: u32, cmdline: &str) -> Outcome {
+    run(&RunConfig::logged(&efi, cpus, cmdline, log_path(name)))
 }
 
 /// Boots the image under test.
@@ -30,13 +41,48 @@ pub fn boot(name: &str, cpus: u32, cmdline: &str) -> Outcome {
     boot_image(name, image(), cpus, cmdline)
 }
 
-/// Asserts that the run ended in the guest's failure exit (not a hang, not a triple fault) and
-/// that the serial output says `message`.
-pub fn expect_failure(out: &Outcome, message: &str) {
+/// The simulator EFI application and its test guest's IGVM file under test:
+/// `SEV_SIM_EFI` and `SEV_SIM_GUEST_IGVM` (set by `cargo xtask test`), or a fresh debug build,
+/// made once per test process so that parallel tests do not rewrite the files under each other.
+pub fn sim_artifacts() -> (PathBuf, PathBuf) {
+    static ARTIFACTS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    ARTIFACTS
+        .get_or_init(|| {
+            match (
+                std::env::var_os("SEV_SIM_EFI"),
+                std::env::var_os("SEV_SIM_GUEST_IGVM"),
+            ) {
+                (Some(efi), Some(igvm)) => (efi.into(), igvm.into()),
+                (None, None) => {
+                    let a = build_sim(Profile::Debug).expect("build the simulator");
+                    (a.sim_efi, a.guest_igvm)
+                }
+                _ => panic!("set both SEV_SIM_EFI and SEV_SIM_GUEST_IGVM, or neither"),
+            }
+        })
+        .clone()
+}
+
+/// Runs the simulator on `cpus` vCPUs with its test guest, the guest command line `cmdline`
+/// and the simulator options `sim_options` (`sim.cfg`); the serial log is
+/// target/test-logs/sim-`name`.log.
+pub fn sim_run(name: &str, cpus: u32, cmdline: &str, sim_options: &str) -> Outcome {
+    let (efi, guest_igvm) = sim_artifacts();
+    let files = SimFiles {
+        guest_igvm,
+        options: sim_options.into(),
+    };
+    let log = log_path(&format!("sim-{name}"));
+    run(&RunConfig::logged(&efi, cpus, cmdline, log).on_sim(files))
+}
+
+/// Asserts that QEMU ended with `status` (e.g. [`qemu::EXIT_GUEST_TERMINATED`],
+/// [`qemu::EXIT_SIM_ERROR`]) and that the serial output says `message`.
+pub fn expect_status(out: &Outcome, status: i32, message: &str) {
     assert_eq!(
         out.status,
-        Some(qemu::EXIT_FAILURE),
-        "{}\n{}",
+        Some(status),
+        "expected status {status}, got: {}\n{}",
         out.describe(),
         out.serial
     );
@@ -47,12 +93,13 @@ pub fn expect_failure(out: &Outcome, message: &str) {
     );
 }
 
+/// Asserts that the run ended in the guest's failure exit (not a hang, not a triple fault) and
+/// that the serial output says `message`.
+pub fn expect_failure(out: &Outcome, message: &str) {
+    expect_status(out, qemu::EXIT_FAILURE, message);
+}
+
 /// Asserts that the run ended in the guest's success exit and the serial output says `message`.
 pub fn expect_success(out: &Outcome, message: &str) {
-    assert!(out.success(), "{}\n{}", out.describe(), out.serial);
-    assert!(
-        out.serial.contains(message),
-        "expected `{message}` in:\n{}",
-        out.serial
-    );
+    expect_status(out, qemu::EXIT_SUCCESS, message);
 }

@@ -1,4 +1,5 @@
-//! `cargo xtask build`: kernel ELF -> LZ4 payload -> embedded into the stage -> PE32+ EFI image.
+//! `cargo xtask build`: kernel ELF -> LZ4 payload -> embedded into the stage -> PE32+ EFI image;
+//! and the simulator: its ELF -> PE32+ EFI image, its test guest's ELF -> SEV-ES IGVM file.
 //!
 //! The freestanding binaries are built for the host triple with the flags below (see
 //! README "Building freestanding on the linux-gnu target"). Naming `--target` explicitly keeps
@@ -61,12 +62,16 @@ pub struct Artifacts {
     pub efi: PathBuf,
 }
 
-/// `cargo <subcommand>` for the freestanding `packages`, with their target and flags.
-pub fn freestanding_cargo(subcommand: &str, packages: &[&str]) -> Command {
+/// `cargo <subcommand>` for the freestanding `packages` with `features` (`package/feature`),
+/// with their target and flags.
+pub fn freestanding_cargo(subcommand: &str, packages: &[&str], features: &[&str]) -> Command {
     let mut c = crate::cargo();
     c.args([subcommand, "--quiet", "--target", TARGET]);
     for p in packages {
         c.args(["--package", p]);
+    }
+    if !features.is_empty() {
+        c.arg("--features").arg(features.join(","));
     }
     c.arg("--target-dir")
         .arg(target_dir().join("freestanding"))
@@ -79,8 +84,14 @@ pub fn freestanding_cargo(subcommand: &str, packages: &[&str]) -> Command {
     c
 }
 
-fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Result<PathBuf> {
-    let mut c = freestanding_cargo("build", &[package]);
+/// Builds the freestanding binary of `package` (named like the package) and returns its path.
+fn cargo_build(
+    package: &str,
+    features: &[&str],
+    profile: Profile,
+    env: &[(&str, &PathBuf)],
+) -> Result<PathBuf> {
+    let mut c = freestanding_cargo("build", &[package], features);
     if profile == Profile::Release {
         c.arg("--release");
     }
@@ -96,18 +107,17 @@ fn cargo_build(package: &str, profile: Profile, env: &[(&str, &PathBuf)]) -> Res
 
 /// Builds kernel and stage and writes the EFI image.
 pub fn build(profile: Profile) -> Result<Artifacts> {
-    let kernel_elf = cargo_build("kernel", profile, &[])?;
+    let kernel_elf = cargo_build("kernel", &[], profile, &[])?;
     let elf = std::fs::read(&kernel_elf).map_err(|e| format!("{}: {e}", kernel_elf.display()))?;
     let span = handoff::elf::Elf::parse(&elf)
         .map_err(|e| format!("kernel ELF: {e}"))?
         .span();
     let compressed = lz4_flex::block::compress(&elf);
-    let out_dir = target_dir().join(format!("image/{}", profile.dir()));
-    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    let out_dir = image_dir(profile)?;
     let payload = out_dir.join("kernel.payload");
     std::fs::write(&payload, handoff::payload::pack(&elf, &compressed, span))
         .map_err(|e| e.to_string())?;
-    let stage_elf = cargo_build("boot", profile, &[("KERNEL_PAYLOAD", &payload)])?;
+    let stage_elf = cargo_build("boot", &[], profile, &[("KERNEL_PAYLOAD", &payload)])?;
     let pe = crate::elf2efi::elf_to_efi(&std::fs::read(&stage_elf).map_err(|e| e.to_string())?)?;
     let efi = out_dir.join("sev-guest.efi");
     std::fs::write(&efi, pe).map_err(|e| e.to_string())?;
@@ -116,5 +126,47 @@ pub fn build(profile: Profile) -> Result<Artifacts> {
         payload,
         stage_elf,
         efi,
+    })
+}
+
+/// `target/image/<profile>`, created.
+fn image_dir(profile: Profile) -> Result<PathBuf> {
+    let dir = target_dir().join(format!("image/{}", profile.dir()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// What a simulator build produced.
+#[derive(Debug, Clone)]
+pub struct SimArtifacts {
+    /// The simulator ELF (with symbols).
+    pub sim_elf: PathBuf,
+    /// The simulator as an EFI application.
+    pub sim_efi: PathBuf,
+    /// The test guest ELF (with symbols).
+    pub guest_elf: PathBuf,
+    /// The test guest as an SEV-ES IGVM file for the simulator's C-bit.
+    pub guest_igvm: PathBuf,
+}
+
+/// Builds the simulator EFI application and its test guest's IGVM file.
+pub fn build_sim(profile: Profile) -> Result<SimArtifacts> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let write = |p: &PathBuf, data: Vec<u8>| {
+        std::fs::write(p, data).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let out_dir = image_dir(profile)?;
+    let sim_elf = cargo_build("sim", &["sim/freestanding"], profile, &[])?;
+    let sim_efi = out_dir.join("sev-sim.efi");
+    write(&sim_efi, crate::elf2efi::elf_to_efi(&read(&sim_elf)?)?)?;
+    let guest_elf = cargo_build("simguest", &[], profile, &[])?;
+    let guest_igvm = out_dir.join("simguest.igvm");
+    let igvm = crate::igvm::build_sev_es(&read(&guest_elf)?, handoff::launch::SIM_C_BIT)?;
+    write(&guest_igvm, igvm)?;
+    Ok(SimArtifacts {
+        sim_elf,
+        sim_efi,
+        guest_elf,
+        guest_igvm,
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod elf2efi;
+pub mod igvm;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};

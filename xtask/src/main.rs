@@ -1,4 +1,5 @@
-//! `cargo xtask`: build, run, test and benchmark the kernel. Run `cargo xtask help`.
+//! `cargo xtask`: build, run, test and benchmark the kernel and the simulator. Run
+//! `cargo xtask help`.
 
 mod bench;
 mod test;
@@ -6,17 +7,23 @@ mod test;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 use xtask::Result;
-use xtask::build::{Profile, build};
-use xtask::qemu::{self, RunConfig};
+use xtask::build::{Profile, build, build_sim};
+use xtask::qemu::{self, RunConfig, SimFiles};
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
   build [--release]                 build the EFI image (target/image/<profile>/sev-guest.efi)
-  run   [--release] [--cpus N] [--memory MIB] [--cmdline \"...\"] [--timeout SECS] [--gdb]
-                                    boot it under QEMU TCG + OVMF, serial on stdio
-  test  [--release] [--fuzz]        host unit tests, in-kernel suite on 1 and 4 vCPUs, integration tests
+  run   [--release] [--platform plain|sev-es-sim] [--sim-options \"...\"] [--cpus N]
+        [--memory MIB] [--cmdline \"...\"] [--timeout SECS] [--gdb]
+                                    boot it under QEMU TCG + OVMF, serial on stdio; with
+                                    sev-es-sim, the simulator running its test guest instead
+                                    (--sim-options: sim.cfg, e.g. \"mem=256 trace\"; --cmdline:
+                                    the guest's; memory default 2048 MiB)
+  test  [--release] [--fuzz]        host unit tests, in-kernel suite on 1 and 4 vCPUs, integration
+                                    tests of the kernel and of the simulator
   bench boot                        boot-time phases (guest TSC) and image sizes -> target/bench/boot.json
   bench vc                          host cost of #VC decode+emulate -> target/bench/vc.json
+  bench sim                         simulator #VC round trips and launch time -> target/bench/sim.json
   clippy                            clippy on the host crates and on the freestanding binaries (warnings are errors)
   prereqs                           find (or, as root, install) QEMU >= 10.0 and OVMF";
 
@@ -98,6 +105,7 @@ fn dispatch(cmd: &str, mut args: Args) -> Result<()> {
             args.finish()?;
             match what.as_str() {
                 "boot" => bench::boot(),
+                "sim" => bench::sim(),
                 "vc" => cargo_status(&[
                     "run",
                     "--release",
@@ -120,19 +128,25 @@ fn dispatch(cmd: &str, mut args: Args) -> Result<()> {
                 "kernel",
                 "--exclude",
                 "boot",
+                "--exclude",
+                "simguest",
                 "--all-targets",
                 "--",
                 "-D",
                 "warnings",
             ])?;
-            let st = xtask::build::freestanding_cargo("clippy", &["kernel", "boot"])
-                .args(["--", "-D", "warnings"])
-                .status()
-                .map_err(|e| e.to_string())?;
+            let st = xtask::build::freestanding_cargo(
+                "clippy",
+                &["kernel", "boot", "sim", "simguest"],
+                &["sim/freestanding"],
+            )
+            .args(["--", "-D", "warnings"])
+            .status()
+            .map_err(|e| e.to_string())?;
             if st.success() {
                 Ok(())
             } else {
-                Err("clippy found problems in kernel/boot".into())
+                Err("clippy found problems in kernel/boot/sim/simguest".into())
             }
         }
         "prereqs" => {
@@ -149,33 +163,87 @@ fn dispatch(cmd: &str, mut args: Args) -> Result<()> {
     }
 }
 
+/// What `cargo xtask run` boots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Platform {
+    /// The kernel directly on QEMU + OVMF.
+    Plain,
+    /// The SEV-ES simulator running its test guest.
+    SevEsSim,
+}
+
 fn run(profile: Profile, mut args: Args) -> Result<()> {
+    let platform = match args.value("--platform")?.as_deref() {
+        None | Some("plain") => Platform::Plain,
+        Some("sev-es-sim") => Platform::SevEsSim,
+        Some(other) => {
+            return Err(format!(
+                "--platform: `{other}` is neither `plain` nor `sev-es-sim`"
+            ));
+        }
+    };
+    let sim_options = args.value("--sim-options")?;
+    if platform == Platform::Plain && sim_options.is_some() {
+        return Err("--sim-options needs --platform sev-es-sim".into());
+    }
     let cpus = args.number("--cpus", 1)?;
-    let memory_mib = args.number("--memory", 512)?;
+    let default_memory = match platform {
+        Platform::Plain => 512,
+        Platform::SevEsSim => qemu::SIM_MEMORY_MIB,
+    };
+    let memory_mib = args.number("--memory", default_memory)?;
     let timeout = Duration::from_secs(args.number("--timeout", 300)?.into());
     let cmdline = args.value("--cmdline")?.unwrap_or_default();
     let gdb = args.flag("--gdb");
     args.finish()?;
     let fw = qemu::ensure_prerequisites()?;
-    let a = build(profile)?;
     let gdb_port = gdb.then_some(1234);
     if gdb {
         println!("xtask: QEMU waits for gdb; in another terminal run:");
-        println!(
-            "  gdb -ex 'target remote :1234' -ex 'add-symbol-file {} -o {:#x}'",
-            a.kernel_elf.display(),
-            handoff::bootinfo::KERNEL_PREFERRED_BASE
-        );
-        println!("  (the stage prints a different address if that memory was taken)");
     }
+    let (efi, sim) = match platform {
+        Platform::Plain => {
+            let a = build(profile)?;
+            if gdb {
+                println!(
+                    "  gdb -ex 'target remote :1234' -ex 'add-symbol-file {} -o {:#x}'",
+                    a.kernel_elf.display(),
+                    handoff::bootinfo::KERNEL_PREFERRED_BASE
+                );
+                println!("  (the stage prints a different address if that memory was taken)");
+            }
+            (a.efi, None)
+        }
+        Platform::SevEsSim => {
+            let a = build_sim(profile)?;
+            if gdb {
+                // While the guest runs, the gdb stub shows its (L2) state.
+                println!(
+                    "  gdb -ex 'target remote :1234' -ex 'add-symbol-file {} -o {:#x}'",
+                    a.guest_elf.display(),
+                    handoff::launch::IMAGE_GPA
+                );
+                println!(
+                    "  (the guest's symbols; the simulator's are in {}, relocated to where OVMF loaded it)",
+                    a.sim_elf.display()
+                );
+            }
+            let files = SimFiles {
+                guest_igvm: a.guest_igvm,
+                options: sim_options.unwrap_or_default(),
+            };
+            (a.sim_efi, Some(files))
+        }
+    };
     let cfg = RunConfig {
-        efi: a.efi,
+        efi,
         cpus,
         memory_mib,
         cmdline,
         timeout,
         gdb_port,
         serial_log: None,
+        sim,
     };
     let out = qemu::run(&cfg, &fw, true)?;
     println!(

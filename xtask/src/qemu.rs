@@ -1,17 +1,31 @@
-//! Finding (or installing) QEMU and OVMF, and running the kernel under QEMU TCG.
+//! Finding (or installing) QEMU and OVMF, and running the kernel, or the simulator with a guest,
+//! under QEMU TCG.
 
 use crate::{Result, target_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use x86::qemu::ExitStatus;
 
 /// Oldest QEMU whose TCG SVM the simulator is known to work on.
 const MIN_QEMU: (u32, u32) = (10, 0);
 const QEMU: &str = "qemu-system-x86_64";
 const OVMF_CANDIDATES: &[&str] = &["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"];
-/// Status QEMU ends with when the kernel reports success / failure through isa-debug-exit.
-pub const EXIT_SUCCESS: i32 = 33;
-pub const EXIT_FAILURE: i32 = 35;
+/// Status QEMU ends with when the kernel (or the simulator's guest) reports success through
+/// isa-debug-exit.
+pub const EXIT_SUCCESS: i32 = ExitStatus::Success.qemu_status();
+/// ... when it reports failure.
+pub const EXIT_FAILURE: i32 = ExitStatus::Failure.qemu_status();
+/// ... when the simulator ended the run on the guest's GHCB termination request.
+pub const EXIT_GUEST_TERMINATED: i32 = ExitStatus::GuestTerminated.qemu_status();
+/// ... when the simulator ended the run on an error (triple fault, protocol violation, an IGVM
+/// file it refuses).
+pub const EXIT_SIM_ERROR: i32 = ExitStatus::SimError.qemu_status();
+/// The CPU of a simulator run: SVM with nested paging for the simulator, and 48 physical
+/// address bits so that the simulated C-bit (bit 47) is a valid address bit.
+const SIM_CPU: &str = "EPYC-Milan,+svm,+npt,phys-bits=48";
+/// QEMU memory of a simulator run: the simulator, and the guest's private and shared backing.
+pub const SIM_MEMORY_MIB: u32 = 2048;
 
 fn qemu_version() -> Option<(u32, u32)> {
     let out = Command::new(QEMU).arg("--version").output().ok()?;
@@ -98,18 +112,31 @@ fn add_backports_suite() -> Result<()> {
         .map_err(|e| format!("{}: {e}", target.display()))
 }
 
-/// One QEMU run of the kernel.
+/// What the simulator gets besides its EFI application: the guest and the options.
+#[derive(Debug, Clone)]
+pub struct SimFiles {
+    /// The guest's IGVM file (`guest.igvm` on the boot disk).
+    pub guest_igvm: PathBuf,
+    /// The simulator's options (`sim.cfg`), e.g. `mem=256 trace`.
+    pub options: String,
+}
+
+/// One QEMU run of the kernel, or of the simulator with a guest.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The EFI application OVMF boots: the stage, or the simulator.
     pub efi: PathBuf,
     pub cpus: u32,
     pub memory_mib: u32,
+    /// The kernel's command line (fw_cfg), or the simulator guest's (`cmdline.txt`).
     pub cmdline: String,
     pub timeout: Duration,
     /// Start QEMU's gdb stub on this TCP port, halted at reset.
     pub gdb_port: Option<u16>,
     /// Serial to this file instead of stdio.
     pub serial_log: Option<PathBuf>,
+    /// Run `efi` as the simulator with this guest.
+    pub sim: Option<SimFiles>,
 }
 
 impl RunConfig {
@@ -123,6 +150,17 @@ impl RunConfig {
             timeout: Duration::from_secs(120),
             gdb_port: None,
             serial_log: Some(log),
+            sim: None,
+        }
+    }
+
+    /// The same run with `efi` as the simulator running `files`' guest, with
+    /// [`SIM_MEMORY_MIB`] of memory.
+    pub fn on_sim(self, files: SimFiles) -> Self {
+        RunConfig {
+            memory_mib: SIM_MEMORY_MIB,
+            sim: Some(files),
+            ..self
         }
     }
 }
@@ -149,6 +187,8 @@ impl Outcome {
             None => "timed out".into(),
             Some(EXIT_SUCCESS) => "success".into(),
             Some(EXIT_FAILURE) => "guest reported failure".into(),
+            Some(EXIT_GUEST_TERMINATED) => "simulator: guest requested termination".into(),
+            Some(EXIT_SIM_ERROR) => "simulator error".into(),
             Some(0) => "QEMU exited 0: triple fault or reset".into(),
             Some(s) => format!("QEMU exit status {s}"),
         }
@@ -161,11 +201,17 @@ pub fn command(cfg: &RunConfig, firmware: &Path) -> Result<(Command, PathBuf)> {
     let esp = target_dir()
         .join("esp")
         .join(format!("{}-{}", std::process::id(), unique()));
-    std::fs::create_dir_all(esp.join("EFI/BOOT")).map_err(|e| e.to_string())?;
-    std::fs::copy(&cfg.efi, esp.join("EFI/BOOT/BOOTX64.EFI"))
-        .map_err(|e| format!("{}: {e}", cfg.efi.display()))?;
+    if let Err(e) = fill_esp(cfg, &esp) {
+        let _ = std::fs::remove_dir_all(&esp);
+        return Err(e);
+    }
+    let cpu = if cfg.sim.is_some() {
+        SIM_CPU
+    } else {
+        "EPYC-Milan"
+    };
     let mut c = Command::new(QEMU);
-    c.args(["-machine", "q35", "-accel", "tcg", "-cpu", "EPYC-Milan"])
+    c.args(["-machine", "q35", "-accel", "tcg", "-cpu", cpu])
         .args([
             "-smp",
             &cfg.cpus.to_string(),
@@ -186,7 +232,7 @@ pub fn command(cfg: &RunConfig, firmware: &Path) -> Result<(Command, PathBuf)> {
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-drive")
         .arg(format!("format=raw,file=fat:rw:{}", esp.display()));
-    if !cfg.cmdline.is_empty() {
+    if cfg.sim.is_none() && !cfg.cmdline.is_empty() {
         // fw_cfg strings cannot contain commas unescaped: QEMU's option syntax doubles them.
         c.arg("-fw_cfg").arg(format!(
             "name=opt/sev-guest/cmdline,string={}",
@@ -201,6 +247,27 @@ pub fn command(cfg: &RunConfig, firmware: &Path) -> Result<(Command, PathBuf)> {
         c.arg("-gdb").arg(format!("tcp::{port}")).arg("-S");
     }
     Ok((c, esp))
+}
+
+/// Puts what OVMF boots on the ESP directory `esp`: the EFI application as the default boot
+/// entry and, for a simulator run, the guest (`guest.igvm`), the simulator's options (`sim.cfg`)
+/// and the guest's command line (`cmdline.txt`) at the root.
+fn fill_esp(cfg: &RunConfig, esp: &Path) -> Result<()> {
+    let boot = esp.join("EFI/BOOT");
+    std::fs::create_dir_all(&boot).map_err(|e| format!("{}: {e}", boot.display()))?;
+    let copy = |from: &Path, to: PathBuf| {
+        std::fs::copy(from, to)
+            .map(drop)
+            .map_err(|e| format!("{}: {e}", from.display()))
+    };
+    copy(&cfg.efi, boot.join("BOOTX64.EFI"))?;
+    if let Some(sim) = &cfg.sim {
+        copy(&sim.guest_igvm, esp.join("guest.igvm"))?;
+        for (name, text) in [("sim.cfg", &sim.options), ("cmdline.txt", &cfg.cmdline)] {
+            std::fs::write(esp.join(name), text).map_err(|e| format!("{name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn unique() -> u64 {

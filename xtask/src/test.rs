@@ -2,14 +2,15 @@
 //!
 //! 1. host unit tests of the host-testable crates (`cargo test`),
 //! 2. the in-kernel suite (`test=all`) booted in QEMU with 1 and with 4 vCPUs,
-//! 3. the QEMU integration tests in `tests/`,
-//! 4. with `--fuzz`, a bounded run of every fuzz target.
+//! 3. the kernel's QEMU integration tests in `tests/`,
+//! 4. the simulator's integration tests (`tests/tests/sim.rs`) with its test guest,
+//! 5. with `--fuzz`, a bounded run of every fuzz target.
 //!
 //! Progress is printed per test; the run ends with `N passed, N failed` and fails if any did.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use xtask::build::{Profile, build};
+use xtask::build::{Profile, build, build_sim};
 use xtask::qemu::{self, RunConfig};
 use xtask::{Result, root, target_dir};
 
@@ -119,6 +120,24 @@ fn kernel_suite(
     Ok(())
 }
 
+/// The integration test target of the simulator; it gets the simulator's artifacts.
+const SIM_TESTS: &str = "sim";
+
+/// The integration test targets of the kernel: every `tests/tests/*.rs` but the simulator's.
+fn kernel_test_targets() -> Result<Vec<String>> {
+    let dir = root().join("tests/tests");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".rs")?.to_string())
+        })
+        .filter(|n| n != SIM_TESTS)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
     let mut tally = Tally::default();
     cargo_test(
@@ -132,6 +151,8 @@ pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
             "kernel",
             "--exclude",
             "boot",
+            "--exclude",
+            "simguest",
         ],
         &[],
     )?;
@@ -144,12 +165,28 @@ pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
         ("SEV_GUEST_EFI", a.efi.display().to_string()),
         ("SEV_GUEST_PAYLOAD", a.payload.display().to_string()),
     ];
-    cargo_test(
-        &mut tally,
-        "integration tests",
-        &["-p", "tests", "--", "--test-threads=2"],
-        &env,
-    )?;
+    let kernel_targets = kernel_test_targets()?;
+    let mut args = vec!["-p", "tests"];
+    for t in &kernel_targets {
+        args.extend(["--test", t]);
+    }
+    args.extend(["--", "--test-threads=2"]);
+    cargo_test(&mut tally, "integration tests", &args, &env)?;
+    match build_sim(profile) {
+        Ok(s) => {
+            let env = [
+                ("SEV_SIM_EFI", s.sim_efi.display().to_string()),
+                ("SEV_SIM_GUEST_IGVM", s.guest_igvm.display().to_string()),
+            ];
+            cargo_test(
+                &mut tally,
+                "simulator integration tests",
+                &["-p", "tests", "--test", SIM_TESTS, "--", "--test-threads=2"],
+                &env,
+            )?;
+        }
+        Err(e) => tally.add("simulator build", false, &format!(": {e}")),
+    }
     if fuzz {
         let st = Command::new("sh")
             .arg(root().join("sev/fuzz/run-all.sh"))
