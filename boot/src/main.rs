@@ -3,7 +3,6 @@
 #![no_std]
 #![no_main]
 
-mod efi;
 mod fw_cfg;
 mod idmap;
 mod interrupts;
@@ -31,7 +30,7 @@ enum StageError {
 impl core::fmt::Display for StageError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Efi(e) => write!(f, "firmware call {} failed: {:?}", e.0, e.1),
+            Self::Efi(e) => write!(f, "{e}"),
             Self::Payload(e) => write!(f, "{e}"),
             Self::Elf(e) => write!(f, "{e}"),
             Self::Idmap(e) => write!(f, "{e}"),

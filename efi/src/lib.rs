@@ -1,7 +1,17 @@
-//! The few UEFI boot services the stage uses, over `uefi-raw`'s tables.
+//! The few UEFI boot services our EFI applications use, over `uefi-raw`'s tables.
+//!
+//! Both the decompressor stage (`boot/`) and the simulator (`sim/`) are EFI applications that
+//! collect what they need from the firmware and then exit boot services; this crate is the one
+//! place that talks to the firmware for them, so both get the same checks.
+#![cfg_attr(not(test), no_std)]
 
 use core::ffi::c_void;
+use core::mem::offset_of;
+use core::ptr::null_mut;
 use handoff::bootinfo::{BootInfo, MemoryKind, MemoryRegion};
+use uefi_raw::protocol::file_system::{
+    FileAttribute, FileInfo, FileMode, FileProtocolV1, SimpleFileSystemProtocol,
+};
 use uefi_raw::protocol::loaded_image::LoadedImageProtocol;
 use uefi_raw::table::boot::{AllocateType, BootServices, MemoryDescriptor, MemoryType};
 use uefi_raw::table::system::SystemTable;
@@ -14,9 +24,19 @@ const ACPI1_GUID: Guid = guid!("eb9d2d30-2d88-11d3-9a16-0090273fc14d");
 /// SEV-SNP confidential-computing blob.
 const CC_BLOB_GUID: Guid = guid!("067b1f5f-cf26-44c5-8554-93d777912d42");
 
-/// A UEFI call that failed, and which one.
+/// A UEFI call that failed, and which one. Checks of what a call returned are reported as that
+/// call failing, with the status that describes the problem (e.g. `Read (short)`).
 #[derive(Debug)]
 pub struct EfiError(pub &'static str, pub Status);
+
+impl core::fmt::Display for EfiError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "firmware call {} failed: {:?}", self.0, self.1)
+    }
+}
+
+/// The longest path [`Firmware::read_file`] accepts, in characters (without the NUL).
+pub const MAX_PATH: usize = 255;
 
 /// Where [`Firmware::allocate_pages`] puts an allocation.
 #[derive(Clone, Copy, Debug)]
@@ -65,13 +85,13 @@ impl Firmware {
 
     /// TSC ticks per second, measured across a 1 ms firmware stall (0 if the stall failed).
     pub fn tsc_hz(&self) -> u64 {
-        let t0 = x86::tsc::rdtsc();
+        let t0 = rdtsc();
         // SAFETY: a plain boot-service call.
         let s = unsafe { (self.bs().stall)(1000) };
         if s != Status::SUCCESS {
             return 0;
         }
-        (x86::tsc::rdtsc() - t0) * 1000
+        (rdtsc() - t0) * 1000
     }
 
     /// The physical address of the configuration table with `guid`, if present.
@@ -96,7 +116,7 @@ impl Firmware {
         self.config_table(&CC_BLOB_GUID)
     }
 
-    /// The LoadedImage protocol instance of the stage's own image.
+    /// The LoadedImage protocol instance of the running image.
     fn loaded_image(&self) -> Option<&LoadedImageProtocol> {
         let mut li: *mut c_void = core::ptr::null_mut();
         // SAFETY: HandleProtocol with our own image handle and a valid out-pointer.
@@ -108,8 +128,8 @@ impl Firmware {
             .then(|| unsafe { &*(li as *const LoadedImageProtocol) })
     }
 
-    /// Where the firmware loaded the stage (physical start, end), for its own page tables. The
-    /// linker's `__image_base` cannot say: it is an absolute 0 in the static PIE.
+    /// Where the firmware loaded the running image (physical start, end), for its own page
+    /// tables. The linker's `__image_base` cannot say: it is an absolute 0 in the static PIE.
     pub fn image_span(&self) -> Result<(u64, u64), EfiError> {
         let li = self
             .loaded_image()
@@ -136,6 +156,72 @@ impl Firmware {
             n += 1;
         }
         n
+    }
+
+    /// Reads the file at `path` on the volume the running image was loaded from (the boot
+    /// disk's ESP), so an EFI application can take its inputs from the files next to it.
+    ///
+    /// `path` is printable ASCII, relative to the volume's root; '/' is accepted for '\\'.
+    /// Returns `Ok(None)` when the file does not exist. The contents go to fresh loader-data
+    /// pages, which the firmware's memory map (and so [`BootInfo`]) keeps reporting as
+    /// bootloader memory after ExitBootServices, hence `'static`. The size the file system
+    /// reports is input like any other: it is checked against `max_len` before anything is
+    /// allocated, and every Read against what was asked.
+    pub fn read_file(&self, path: &str, max_len: usize) -> Result<Option<&'static [u8]>, EfiError> {
+        let name = ucs2_path(path)?;
+        let Some(file) = self.boot_volume()?.open(&name)? else {
+            return Ok(None);
+        };
+        let size = file.size()?;
+        if size > max_len as u64 {
+            return Err(EfiError(
+                "GetInfo (file larger than the limit)",
+                Status::BAD_BUFFER_SIZE,
+            ));
+        }
+        let len = size as usize;
+        if len == 0 {
+            return Ok(Some(&[]));
+        }
+        let pages = len.div_ceil(4096);
+        let addr = self.allocate_pages(pages, Placement::Anywhere)?;
+        // SAFETY: freshly allocated loader-data pages, at least `len` bytes, ours alone from now
+        // on and never freed on success.
+        let buf = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) };
+        if let Err(e) = file.read_exact(buf) {
+            // SAFETY: the pages allocated above; `buf` is not used after this. A failure to free
+            // only leaks them, and the read error is the one worth reporting.
+            let _ = unsafe { (self.bs().free_pages)(addr, pages) };
+            return Err(e);
+        }
+        Ok(Some(buf))
+    }
+
+    /// The root directory of the file system on the device the running image was loaded from.
+    fn boot_volume(&self) -> Result<File, EfiError> {
+        let li = self
+            .loaded_image()
+            .ok_or(EfiError("HandleProtocol(LoadedImage)", Status::NOT_FOUND))?;
+        let mut fs: *mut c_void = null_mut();
+        // SAFETY: HandleProtocol with the firmware's own device handle and a valid out-pointer.
+        let s = unsafe {
+            (self.bs().handle_protocol)(li.device_handle, &SimpleFileSystemProtocol::GUID, &mut fs)
+        };
+        if s != Status::SUCCESS {
+            return Err(EfiError("HandleProtocol(SimpleFileSystem)", s));
+        }
+        if fs.is_null() {
+            return Err(EfiError(
+                "HandleProtocol(SimpleFileSystem) (no instance)",
+                Status::NOT_FOUND,
+            ));
+        }
+        let fs = fs.cast::<SimpleFileSystemProtocol>();
+        let mut root = null_mut();
+        // SAFETY: `fs` is the SimpleFileSystem instance the firmware returned, valid while boot
+        // services are up; `root` is a valid out-pointer.
+        let s = unsafe { ((*fs).open_volume)(fs, &mut root) };
+        File::opened("OpenVolume", s, root)
     }
 
     /// Takes the memory map into `info` and exits boot services, retrying when the map changed
@@ -166,6 +252,139 @@ impl Firmware {
             "ExitBootServices (map kept changing)",
             Status::INVALID_PARAMETER,
         ))
+    }
+}
+
+/// Reads the TSC. The intrinsic, not `x86::tsc`: depending on the `x86` crate would link its
+/// freestanding runtime (`rust_eh_personality`) into this crate's host test binary whenever a
+/// workspace-wide build turns on `x86/rt`, clashing with std's.
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects (neither the firmware nor our applications set CR4.TSD).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// `path` as the NUL-terminated UCS-2 name File.Open takes, with '/' turned into '\\'.
+fn ucs2_path(path: &str) -> Result<[u16; MAX_PATH + 1], EfiError> {
+    if path.is_empty() || path.len() > MAX_PATH || !path.bytes().all(|c| (0x20..0x7f).contains(&c))
+    {
+        return Err(EfiError(
+            "Open (path empty, too long or not printable ASCII)",
+            Status::INVALID_PARAMETER,
+        ));
+    }
+    let mut name = [0u16; MAX_PATH + 1];
+    for (n, c) in name.iter_mut().zip(path.bytes()) {
+        *n = u16::from(if c == b'/' { b'\\' } else { c });
+    }
+    Ok(name)
+}
+
+/// An open file or directory of a SimpleFileSystem. Closed when dropped, so that every error
+/// path releases it. Only lives inside [`Firmware::read_file`], i.e. while boot services are up.
+struct File(*mut FileProtocolV1);
+
+impl File {
+    /// Wraps the handle `call` returned with status `s`.
+    fn opened(
+        call: &'static str,
+        s: Status,
+        handle: *mut FileProtocolV1,
+    ) -> Result<Self, EfiError> {
+        if s != Status::SUCCESS {
+            return Err(EfiError(call, s));
+        }
+        if handle.is_null() {
+            return Err(EfiError(call, Status::DEVICE_ERROR));
+        }
+        Ok(Self(handle))
+    }
+
+    fn protocol(&self) -> &FileProtocolV1 {
+        // SAFETY: a non-null handle the firmware opened, valid until we close it in `drop`.
+        unsafe { &*self.0 }
+    }
+
+    /// Opens `name` (NUL-terminated UCS-2, relative to this directory) read-only; `None` when
+    /// it does not exist.
+    fn open(&self, name: &[u16; MAX_PATH + 1]) -> Result<Option<Self>, EfiError> {
+        let mut handle = null_mut();
+        // SAFETY: an open directory handle, a NUL-terminated name (`ucs2_path` leaves at least
+        // the last element 0) and a valid out-pointer.
+        let s = unsafe {
+            (self.protocol().open)(
+                self.0,
+                &mut handle,
+                name.as_ptr(),
+                FileMode::READ,
+                FileAttribute::empty(),
+            )
+        };
+        if s == Status::NOT_FOUND {
+            return Ok(None);
+        }
+        Self::opened("Open", s, handle).map(Some)
+    }
+
+    /// The file's size from its EFI_FILE_INFO; a directory is an error (reading one would
+    /// return directory entries, not contents).
+    fn size(&self) -> Result<u64, EfiError> {
+        // EFI_FILE_INFO with a name of up to 255 characters and its NUL, FAT's longest name.
+        const INFO_LEN: usize = size_of::<FileInfo>() + 2 * 256;
+        let mut info = [0u8; INFO_LEN];
+        let mut len = INFO_LEN;
+        // SAFETY: an open file handle, the FileInfo GUID, and a buffer of `len` bytes. The fields
+        // are read below as plain bytes, so the buffer's alignment does not matter.
+        let s = unsafe {
+            (self.protocol().get_info)(self.0, &FileInfo::ID, &mut len, info.as_mut_ptr().cast())
+        };
+        if s != Status::SUCCESS {
+            return Err(EfiError("GetInfo", s));
+        }
+        if !(size_of::<FileInfo>()..=INFO_LEN).contains(&len) {
+            return Err(EfiError("GetInfo (bad length)", Status::BAD_BUFFER_SIZE));
+        }
+        let field = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&info[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let attribute = FileAttribute::from_bits_retain(field(offset_of!(FileInfo, attribute)));
+        if attribute.contains(FileAttribute::DIRECTORY) {
+            return Err(EfiError("Open (a directory)", Status::INVALID_PARAMETER));
+        }
+        Ok(field(offset_of!(FileInfo, file_size)))
+    }
+
+    /// Fills `buf` from the current position. Read may return less than asked only at the end
+    /// of the file, so a file that ends before `buf` is full (it shrank, or its size lied) is
+    /// an error, as is a Read claiming more than it was asked for.
+    fn read_exact(&self, buf: &mut [u8]) -> Result<(), EfiError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            let mut n = rest.len();
+            // SAFETY: an open file handle and a buffer of `n` bytes.
+            let s = unsafe { (self.protocol().read)(self.0, &mut n, rest.as_mut_ptr().cast()) };
+            if s != Status::SUCCESS {
+                return Err(EfiError("Read", s));
+            }
+            if n == 0 {
+                return Err(EfiError("Read (file ended early)", Status::END_OF_FILE));
+            }
+            if n > rest.len() {
+                return Err(EfiError("Read (more than asked)", Status::BAD_BUFFER_SIZE));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        // SAFETY: the handle is open and not used after this. Close of a read-only file has no
+        // failure to report (the specification defines only EFI_SUCCESS).
+        let _ = unsafe { (self.protocol().close)(self.0) };
     }
 }
 
@@ -203,5 +422,28 @@ fn convert_map(buf: *const u8, size: usize, dsize: usize, info: &mut BootInfo) {
             kind,
             _reserved: 0,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_becomes_nul_terminated_ucs2_with_backslashes() {
+        let name = ucs2_path("EFI/BOOT/x.efi").unwrap();
+        assert_eq!(name[..15], b"EFI\\BOOT\\x.efi\0".map(u16::from));
+        assert!(name[15..].iter().all(|&c| c == 0));
+        let name = ucs2_path("\\sim.cfg").unwrap();
+        assert_eq!(name[..9], b"\\sim.cfg\0".map(u16::from));
+    }
+
+    #[test]
+    fn bad_paths_are_rejected() {
+        assert!(ucs2_path("").is_err());
+        assert!(ucs2_path("a\0b").is_err());
+        assert!(ucs2_path("caf\u{e9}").is_err());
+        assert!(ucs2_path(&"a".repeat(MAX_PATH)).is_ok());
+        assert!(ucs2_path(&"a".repeat(MAX_PATH + 1)).is_err());
     }
 }
