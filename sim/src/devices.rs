@@ -47,7 +47,7 @@ pub fn port_out(port: u16, size: u8, value: u32) {
 /// The name of the forwarded device an MMIO access of `len` bytes at `gpa` reaches, if it is
 /// a naturally aligned 1/2/4/8-byte access inside one window.
 pub fn mmio_device(gpa: u64, len: u64) -> Option<&'static str> {
-    if !matches!(len, 1 | 2 | 4 | 8) || gpa % len != 0 {
+    if !matches!(len, 1 | 2 | 4 | 8) || !gpa.is_multiple_of(len) {
         return None;
     }
     MMIO.iter()

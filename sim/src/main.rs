@@ -129,7 +129,7 @@ struct Launch<'a> {
 impl LaunchTarget for Launch<'_> {
     fn write_page(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutsideGuestMemory> {
         let len = data.len().min(4096);
-        if gpa % 4096 != 0 {
+        if !gpa.is_multiple_of(4096) {
             return Err(OutsideGuestMemory { gpa });
         }
         self.mem

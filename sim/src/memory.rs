@@ -197,7 +197,7 @@ impl GuestMemory {
 
     /// Writes one 8-byte-aligned quadword at guest virtual `gva`.
     pub fn write_virt_u64(&self, cr3: u64, gva: u64, v: u64) -> Result<(), WalkError> {
-        debug_assert_eq!(gva % 8, 0);
+        debug_assert!(gva.is_multiple_of(8));
         let t = self.translate(cr3, gva, true)?;
         self.write(t.gpa, &v.to_le_bytes(), t.view)
     }

@@ -135,7 +135,7 @@ impl Vmcb {
     }
 
     fn check<T>(off: usize) {
-        assert!(off + size_of::<T>() <= 4096 && off % size_of::<T>() == 0);
+        assert!(off + size_of::<T>() <= 4096 && off.is_multiple_of(size_of::<T>()));
     }
 
     pub fn get<T: Copy>(&self, off: usize) -> T {

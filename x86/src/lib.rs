@@ -12,7 +12,9 @@ pub mod io;
 pub mod msr;
 pub mod paging;
 pub mod qemu;
-#[cfg(all(feature = "rt", not(test)))]
+// Only in the freestanding (panic=abort) builds: a workspace-wide host `cargo test` unifies
+// features, and the test binaries (which unwind) bring their own runtime symbols.
+#[cfg(all(feature = "rt", not(test), panic = "abort"))]
 pub mod rt;
 pub mod serial;
 pub mod tsc;
