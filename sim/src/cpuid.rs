@@ -29,6 +29,8 @@ pub fn guest_view(leaf: u32, host: Regs, apic_id: u32, c_bit: u32) -> Regs {
             r.ecx &= !(1 << 5); // no VMX
         }
         0xb | 0x1f => r.edx = apic_id,
+        // The SEV leaf exists even where the host's highest extended leaf is below it.
+        0x8000_0000 => r.eax = r.eax.max(0x8000_001f),
         0x8000_0001 => r.ecx &= !(1 << 2), // no SVM
         0x8000_0008 => r.eax = (r.eax & !0xff) | c_bit, // usable physical address bits
         0x8000_000a => r = Regs::default(),
@@ -74,5 +76,10 @@ mod tests {
         assert_ne!(l1.ecx & (1 << 31), 0);
         assert_eq!(guest_view(0x8000_0008, HOST, 0, 47).eax & 0xff, 47);
         assert_eq!(guest_view(0, HOST, 0, 47), HOST);
+        let ext = Regs {
+            eax: 0x8000_001a,
+            ..HOST
+        };
+        assert_eq!(guest_view(0x8000_0000, ext, 0, 47).eax, 0x8000_001f);
     }
 }

@@ -320,6 +320,11 @@ impl Vcpu {
         match code {
             exit::VMMCALL if self.at_vmgexit(vm)? => crate::vmgexit::handle(self, vm),
             exit::MSR => self.msr(vm, info1 == 1),
+            // QEMU's TCG reports RDTSCP with the RDTSC exit code (its RDTSCP helper checks the
+            // RDTSC intercept); hardware, and the guest's #VC handler, tell them apart.
+            exit::RDTSC if self.insn_at_rip(vm, &[0x0f, 0x01, 0xf9])? => {
+                self.raise_vc(vm, exit::RDTSCP)
+            }
             exit::READ_DR7
             | exit::WRITE_DR7
             | exit::EXCP_DB
@@ -371,11 +376,17 @@ impl Vcpu {
 
     /// Whether the VMMCALL exit came from `rep vmmcall` (VMGEXIT).
     fn at_vmgexit(&self, vm: &Vm) -> Result<bool, Stop> {
+        self.insn_at_rip(vm, &[0xf3, 0x0f, 0x01, 0xd9])
+    }
+
+    /// Whether the instruction bytes at RIP are `bytes`.
+    fn insn_at_rip(&self, vm: &Vm, bytes: &[u8]) -> Result<bool, Stop> {
         let mut insn = [0u8; 4];
+        let insn = &mut insn[..bytes.len()];
         vm.mem
-            .read_virt(self.vmcb.get(off::CR3), self.vmcb.rip(), &mut insn)
+            .read_virt(self.vmcb.get(off::CR3), self.vmcb.rip(), insn)
             .map_err(|e| Stop::Error(SimError::Walk(e)))?;
-        Ok(insn == [0xf3, 0x0f, 0x01, 0xd9])
+        Ok(insn == bytes)
     }
 
     /// RDMSR/WRMSR: the GHCB MSR and SEV_STATUS are served as hardware does, without the guest
