@@ -1,0 +1,144 @@
+//! This vCPU's channel to the hypervisor: the GHCB MSR, the GHCB page and the #VC core's
+//! per-CPU state, one lock for all three.
+//!
+//! The GHCB is a 4 KiB page in .bss. The launch tables map the image identity (GVA == GPA) and
+//! private, so its GPA is its own address; the guest and the hypervisor share it through the
+//! launch tables' shared alias, `SHARED_ALIAS + GPA`, where the C-bit is clear. Its private view
+//! is never used, except by the check that proves the simulator refuses a GHCB written there.
+//!
+//! Bring-up ([`establish`]) follows the GHCB specification: a CPUID through the MSR protocol
+//! (the early #VC path), SEV information with protocol version 2 in range, GHCB GPA
+//! registration, then the GPA in the GHCB MSR. Every failure terminates with its reason through
+//! the MSR protocol, which works at any time.
+
+use handoff::launch::{SHARED_ALIAS, SIM_C_BIT};
+use sev::cpuid::{SEV_CPUID_LEAF, SevCpuid};
+use sev::ghcb::Ghcb;
+use sev::hw::{HwGhcb, HwGhcbMsr};
+use sev::msr_protocol::{self, GhcbMsr, SevInfo};
+use sev::sev_status::{SEV_STATUS_MSR, SevStatus};
+use sev::termination::{GuestReason, TerminationReason};
+use sev::vc::VcPerCpu;
+
+/// The GHCB page. Only reached through raw pointers: its shared view at `SHARED_ALIAS + GPA`
+/// for every request, its private view in `Channel::private_ghcb`.
+static mut PAGE: Ghcb = Ghcb::new();
+
+struct State {
+    /// The GHCB GPA is registered and in the GHCB MSR: #VCs go through the GHCB.
+    registered: bool,
+    cpu: VcPerCpu,
+}
+
+static STATE: spin::Mutex<State> = spin::Mutex::new(State {
+    registered: false,
+    cpu: VcPerCpu::new(),
+});
+
+static SEV_INFO: spin::Once<SevInfo> = spin::Once::new();
+static EARLY_SEV_CPUID: spin::Once<[u32; 4]> = spin::Once::new();
+
+/// The GHCB's guest-physical address (its identity-mapped address).
+pub fn gpa() -> u64 {
+    (&raw const PAGE) as u64
+}
+
+/// The GHCB's shared view.
+fn shared_view() -> *mut Ghcb {
+    (SHARED_ALIAS + gpa()) as *mut Ghcb
+}
+
+/// Exclusive use of the GHCB MSR, the GHCB and the #VC core's per-CPU state while a
+/// [`with`] closure runs.
+pub struct Channel<'a> {
+    pub msr: HwGhcbMsr,
+    /// The GHCB through its shared view; `None` before registration.
+    pub ghcb: Option<HwGhcb<'a>>,
+    pub cpu: &'a mut VcPerCpu,
+}
+
+impl Channel<'_> {
+    /// The GHCB through its private (encrypted) view: what a hypervisor never gets to read.
+    pub fn private_ghcb(&mut self) -> HwGhcb<'_> {
+        let page = &raw mut PAGE;
+        // SAFETY: PAGE is 4 KiB, aligned and identity-mapped private; the channel lock (held by
+        // whoever has `self`) makes this the only reference to it; CPL 0 in an SEV-ES guest
+        // with the GPA registered.
+        unsafe { HwGhcb::new(&mut *page, gpa()) }
+    }
+}
+
+/// Runs `f` with the channel. A second user while one is active (a #VC inside the #VC handler,
+/// a fault while a check holds the channel) terminates the run: the GHCB holds a request in
+/// flight that a nested user would destroy.
+pub fn with<R>(f: impl FnOnce(&mut Channel<'_>) -> R) -> R {
+    let Some(mut state) = STATE.try_lock() else {
+        terminate(GuestReason::NestedVc.into())
+    };
+    let State { registered, cpu } = &mut *state;
+    let ghcb = registered.then(|| {
+        // SAFETY: the shared alias maps the GHCB's page (it is below 1 GiB) decrypted at its
+        // GPA, which is registered and in the GHCB MSR; the lock makes this the only reference.
+        unsafe { HwGhcb::new(&mut *shared_view(), gpa()) }
+    });
+    let mut channel = Channel {
+        // SAFETY: CPL 0 in an SEV-ES guest; the lock makes this the only GHCB MSR user.
+        msr: unsafe { HwGhcbMsr::new() },
+        ghcb,
+        cpu,
+    };
+    f(&mut channel)
+}
+
+/// Whether printing can work now: #VCs go through the GHCB, and nobody holds the channel (a
+/// print would raise a #VC that needs it).
+pub fn can_print() -> bool {
+    STATE.try_lock().is_some_and(|s| s.registered)
+}
+
+/// Terminates the run through the MSR protocol (never returns).
+pub fn terminate(reason: TerminationReason) -> ! {
+    // SAFETY: CPL 0 in an SEV-ES guest. Whoever else may hold the GHCB MSR never runs again:
+    // the termination request is repeated forever.
+    let mut msr = unsafe { HwGhcbMsr::new() };
+    msr_protocol::terminate(&mut msr, reason)
+}
+
+/// Brings the GHCB up (see the module docs) and returns the negotiated SEV information.
+/// Call once, after the IDT and the decoder exist and before anything but CPUID raises #VC.
+pub fn establish() -> SevInfo {
+    let early = x86::msr::cpuid(SEV_CPUID_LEAF, 0);
+    let early = [early.eax, early.ebx, early.ecx, early.edx];
+    EARLY_SEV_CPUID.call_once(|| early);
+    // SAFETY: SEV_STATUS exists in every SEV guest and is read without an exit.
+    let status = SevStatus::from_msr(unsafe { x86::msr::rdmsr(SEV_STATUS_MSR) });
+    if SevCpuid::from_regs(early)
+        .check(status, Some(SIM_C_BIT as u8))
+        .is_err()
+    {
+        terminate(GuestReason::CpuidLies.into());
+    }
+    let mut state = STATE.lock();
+    // SAFETY: CPL 0 in an SEV-ES guest; the lock makes this the only GHCB MSR user.
+    let mut msr = unsafe { HwGhcbMsr::new() };
+    let info = msr_protocol::negotiate(&mut msr).unwrap_or_else(|e| terminate(e.reason().into()));
+    if u32::from(info.cbit) != SIM_C_BIT {
+        terminate(GuestReason::CpuidLies.into());
+    }
+    if let Err(e) = msr_protocol::register_ghcb(&mut msr, gpa()) {
+        terminate(e.reason().into());
+    }
+    msr.write(gpa());
+    state.registered = true;
+    *SEV_INFO.call_once(|| info)
+}
+
+/// The SEV information negotiated at boot.
+pub fn sev_info() -> Option<SevInfo> {
+    SEV_INFO.get().copied()
+}
+
+/// CPUID 0x8000001F as the early #VC path (MSR protocol) answered it at boot.
+pub fn early_sev_cpuid() -> Option<[u32; 4]> {
+    EARLY_SEV_CPUID.get().copied()
+}

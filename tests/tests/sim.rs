@@ -1,0 +1,272 @@
+//! The SEV-ES simulator running its own test guest (`sim/guest`): one run per check of the
+//! guest, so that a failure names the simulator path that broke, and the simulator's own
+//! account of each run (its `SIM-COUNTERS` line) must show the exits and VMGEXITs the check
+//! exists to drive. Then the runs that end otherwise (termination requests: status 37 with the
+//! reason), the benchmark and a trace.
+
+use tests::{expect_failure, expect_status, expect_success, sim_run};
+use xtask::qemu::{EXIT_GUEST_TERMINATED, Outcome};
+
+/// The counters of vCPU 0's `SIM-COUNTERS` line, as `(name, value)`.
+fn counters(out: &Outcome) -> Vec<(String, u64)> {
+    let line = out
+        .serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SIM-COUNTERS vcpu=0 "))
+        .unwrap_or_else(|| panic!("no SIM-COUNTERS line for vCPU 0 in:\n{}", out.serial));
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| {
+            let v = v
+                .parse()
+                .unwrap_or_else(|_| panic!("SIM-COUNTERS: {k}={v} is not a number"));
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// The counter `name` of the run (0 when the simulator left it out, as it does for zeros).
+fn counter(out: &Outcome, name: &str) -> u64 {
+    counters(out)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map_or(0, |(_, v)| v)
+}
+
+/// Runs guest check `name` alone: it passes, and each of `drives` (a `SIM-COUNTERS` name such
+/// as `exit.cpuid` or `vmgexit.nae.cpuid`) counted at least once.
+fn check(name: &str, drives: &[&str]) -> Outcome {
+    let out = sim_run(name, 1, &format!("test={name}"), "");
+    expect_success(&out, &format!("TEST {name} PASS"));
+    expect_success(&out, "1 passed, 0 failed");
+    for c in drives {
+        assert_ne!(
+            counter(&out, c),
+            0,
+            "check {name} passed without the simulator counting {c}:\n{}",
+            out.serial
+        );
+    }
+    out
+}
+
+#[test]
+fn cpuid_reports_sev_es_and_the_c_bit() {
+    check("cpuid", &["exit.cpuid", "vmgexit.nae.cpuid"]);
+}
+
+#[test]
+fn sev_status_reads_sev_and_sev_es_without_a_vc() {
+    check("sev_status", &[]);
+}
+
+#[test]
+fn ghcb_msr_is_a_plain_register() {
+    check("ghcb_msr", &[]);
+}
+
+#[test]
+fn msr_protocol_requests_are_answered() {
+    check(
+        "msr_protocol",
+        &[
+            "vmgexit.msr.sev_info",
+            "vmgexit.msr.cpuid",
+            "vmgexit.msr.hv_features",
+            "vmgexit.msr.register_ghcb_gpa",
+        ],
+    );
+}
+
+#[test]
+fn port_io_including_rep_strings_is_forwarded_to_com1() {
+    check("ioio", &["exit.ioio", "vmgexit.nae.ioio"]);
+}
+
+#[test]
+fn msr_access_goes_through_the_ghcb() {
+    check("msr", &["exit.msr", "vmgexit.nae.msr"]);
+}
+
+#[test]
+fn mmio_reaches_the_hpet_and_the_ioapic() {
+    check(
+        "mmio",
+        &[
+            "exit.npf",
+            "vmgexit.nae.mmio_read",
+            "vmgexit.nae.mmio_write",
+        ],
+    );
+}
+
+#[test]
+fn rdtsc_is_emulated_and_monotonic() {
+    check("rdtsc", &["exit.rdtsc", "vmgexit.nae.rdtsc"]);
+}
+
+/// (QEMU's SVM reports an intercepted RDTSCP with RDTSC's exit code, so the simulator counts
+/// the exit as `exit.rdtsc`; the #VC the guest gets, and so its NAE event, is RDTSCP's.)
+#[test]
+fn rdtscp_is_emulated_and_monotonic() {
+    check("rdtscp", &["vmgexit.nae.rdtscp"]);
+}
+
+#[test]
+fn rdpmc_is_emulated() {
+    check("rdpmc", &["exit.rdpmc", "vmgexit.nae.rdpmc"]);
+}
+
+#[test]
+fn dr7_reads_and_writes_round_trip() {
+    check(
+        "dr7",
+        &["exit.dr7_read", "exit.dr7_write", "vmgexit.nae.dr7_write"],
+    );
+}
+
+#[test]
+fn wbinvd_is_emulated() {
+    check("wbinvd", &["exit.wbinvd", "vmgexit.nae.wbinvd"]);
+}
+
+#[test]
+fn monitor_and_mwait_are_emulated() {
+    check(
+        "monitor",
+        &[
+            "exit.monitor",
+            "exit.mwait",
+            "vmgexit.nae.monitor",
+            "vmgexit.nae.mwait",
+        ],
+    );
+}
+
+#[test]
+fn vmmcall_reaches_the_test_hypercalls() {
+    check("vmmcall", &["exit.vmmcall", "vmgexit.nae.vmmcall"]);
+}
+
+#[test]
+fn nae_events_without_a_vc_are_served() {
+    check(
+        "nae_events",
+        &[
+            "vmgexit.nae.ap_jump_table",
+            "vmgexit.nae.hv_features",
+            "vmgexit.nae.nmi_complete",
+        ],
+    );
+}
+
+#[test]
+fn nmis_are_blocked_until_nmi_complete() {
+    let out = check("nmi", &["vmgexit.nae.nmi_complete"]);
+    assert_eq!(
+        counter(&out, "nmi_injected"),
+        2,
+        "the check injects two NMIs:\n{}",
+        out.serial
+    );
+}
+
+#[test]
+fn all_checks_pass_in_one_run() {
+    let out = sim_run("all", 1, "test=all", "");
+    expect_success(&out, "passed, 0 failed");
+    assert!(!out.serial.contains(" FAIL"), "{}", out.serial);
+}
+
+#[test]
+fn unknown_check_name_fails() {
+    let out = sim_run("unknown-check", 1, "test=no_such_check", "");
+    expect_failure(&out, "no test named `no_such_check`");
+}
+
+/// The guest's MSR-protocol termination request, with its own code (simguest's
+/// `TERMINATE_MSR_CODE`), ends the run with 37 and the reason.
+#[test]
+fn termination_through_the_msr_protocol_ends_the_run_with_the_reason() {
+    let out = sim_run("terminate", 1, "test=terminate", "");
+    expect_status(
+        &out,
+        EXIT_GUEST_TERMINATED,
+        "sim: guest requested termination: reason set 1 code 0xa5",
+    );
+    assert_eq!(counter(&out, "vmgexit.msr.terminate"), 1, "{}", out.serial);
+}
+
+/// The same through the GHCB's TERM_REQUEST event (simguest's `TERMINATE_GHCB_CODE`).
+#[test]
+fn termination_through_the_ghcb_ends_the_run_with_the_reason() {
+    let out = sim_run("terminate-ghcb", 1, "test=terminate_ghcb", "");
+    expect_status(
+        &out,
+        EXIT_GUEST_TERMINATED,
+        "sim: guest requested termination: reason set 1 code 0xa6",
+    );
+    assert_eq!(counter(&out, "vmgexit.nae.terminate"), 1, "{}", out.serial);
+}
+
+/// INVD is intercepted (#VC 0x76) and the guest's #VC core refuses it by terminating.
+#[test]
+fn invd_is_refused_by_the_guest_with_a_termination() {
+    let out = sim_run("invd", 1, "test=invd", "");
+    expect_status(
+        &out,
+        EXIT_GUEST_TERMINATED,
+        "reason set 1 code 0xc (InvdRefused)",
+    );
+    assert_eq!(counter(&out, "exit.invd"), 1, "{}", out.serial);
+}
+
+/// A request the guest wrote only through the GHCB's private view cannot be read by the
+/// simulator (on hardware it would read ciphertext): it says so, answers with the error reply
+/// in the shared view, and the guest sees no answer.
+#[test]
+fn a_ghcb_left_encrypted_gets_no_answer() {
+    let out = check("encrypted_ghcb", &["vmgexit.nae.invalid"]);
+    expect_success(&out, "sim: vcpu 0: invalid GHCB request at ");
+}
+
+#[test]
+fn bench_reports_its_round_trips() {
+    let out = sim_run("bench", 1, "test=bench", "");
+    expect_success(&out, "SIM-BENCH iterations=20000 ");
+    expect_success(&out, "TEST bench PASS");
+}
+
+/// With `trace` the simulator prints every VMGEXIT, MSR protocol and GHCB alike: one line per
+/// request the counters show. (Only requests made while COM1 is in its normal state are
+/// counted: while the guest programs the divisor latch, console output is not text. The
+/// guest's own lines come out one character per VMGEXIT, interleaved with the trace.)
+#[test]
+fn trace_prints_every_vmgexit() {
+    let out = sim_run("trace", 1, "test=msr_protocol", "trace");
+    expect_success(&out, "sim: vmgexit vcpu=0 msr ");
+    expect_success(&out, "sim: vmgexit vcpu=0 ghcb ");
+    let traced = |what: &str| {
+        out.serial
+            .lines()
+            .filter(|l| l.contains("sim: vmgexit vcpu=0 ") && l.contains(what))
+            .count() as u64
+    };
+    let msr_requests: u64 = counters(&out)
+        .iter()
+        .filter(|(k, _)| k.starts_with("vmgexit.msr."))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        traced(" msr "),
+        msr_requests,
+        "one trace line per MSR-protocol request:\n{}",
+        out.serial
+    );
+    assert_eq!(
+        traced(" Cpuid {"),
+        counter(&out, "vmgexit.nae.cpuid"),
+        "one trace line per CPUID event:\n{}",
+        out.serial
+    );
+}
