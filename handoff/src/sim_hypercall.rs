@@ -6,6 +6,10 @@
 /// Common prefix of every function number ("SIM" in the top bytes), so that a stray VMMCALL of
 /// another guest never matches.
 pub const PREFIX: u64 = 0x5349_4d00_0000_0000;
+/// The bits of RAX that hold [`PREFIX`].
+pub const PREFIX_MASK: u64 = 0xffff_ff00_0000_0000;
+/// RAX after a function the simulator does not define (KVM's `-KVM_ENOSYS`).
+pub const UNKNOWN_FUNCTION: u64 = -1000i64 as u64;
 
 /// Injects one NMI into the calling vCPU, subject to NMI blocking: it is delivered when the
 /// vCPU is not already handling an NMI (before NMI_COMPLETE). RAX = 0.
@@ -15,6 +19,10 @@ pub const BENCH_START: u64 = PREFIX | 2;
 /// Ends the benchmark; RBX = the number of iterations the guest ran. The simulator prints a
 /// `SIM-BENCH` line with the elapsed time and the exits taken.
 pub const BENCH_END: u64 = PREFIX | 3;
-/// Reads one of the calling vCPU's NMI counters: RBX = 0 for NMIs injected so far, 1 for
-/// NMI_COMPLETE events received. RAX = the count.
+/// Reads one of the calling vCPU's NMI counters: RBX = [`NMIS_INJECTED`] or
+/// [`NMI_COMPLETES`]. RAX = the count.
 pub const NMI_COUNTER: u64 = PREFIX | 4;
+/// NMI_COUNTER's RBX for the NMIs injected into this vCPU so far.
+pub const NMIS_INJECTED: u64 = 0;
+/// NMI_COUNTER's RBX for the NMI_COMPLETE events received from this vCPU so far.
+pub const NMI_COMPLETES: u64 = 1;

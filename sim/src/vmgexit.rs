@@ -13,8 +13,8 @@ use crate::vcpu::{SimError, Stop, Vcpu, Vm};
 use handoff::sim_hypercall;
 use sev::exception::Exception;
 use sev::ghcb::{Ghcb, GhcbField, GhcbSnapshot};
-use sev::hv_features::HvFeatures;
 use sev::host::{self, ApJumpTableRequest, NaeRequest};
+use sev::hv_features::HvFeatures;
 use sev::ioio::IoioInfo;
 use sev::msr_protocol::{GFN_NONE, MsrRequest, MsrResponse};
 use sim::cpuid::{self, Regs};
@@ -23,8 +23,6 @@ use x86::serial_println;
 /// Highest and lowest GHCB protocol versions served.
 const PROTOCOL_MAX: u16 = 2;
 const PROTOCOL_MIN: u16 = 1;
-/// What an unknown VMMCALL function returns in RAX (KVM's -KVM_ENOSYS).
-const HYPERCALL_UNKNOWN: u64 = -1000i64 as u64;
 /// VMGEXIT (`rep vmmcall`) is four bytes; QEMU gives no next RIP.
 const VMGEXIT_LEN: u64 = 4;
 
@@ -115,7 +113,10 @@ fn ghcb_page(vcpu: &mut Vcpu, vm: &Vm, gpa: u64) -> Result<(), Stop> {
     // `UnsafeCell` over plain integers, and every request is parsed from one snapshot.
     let ghcb = unsafe { &mut *(page as *mut Ghcb) };
     let parsed = NaeRequest::parse(ghcb, gpa);
-    let code = parsed.as_ref().ok().and_then(|(_, s)| s.get(GhcbField::SwExitCode));
+    let code = parsed
+        .as_ref()
+        .ok()
+        .and_then(|(_, s)| s.get(GhcbField::SwExitCode));
     vcpu.counters.nae(code);
     if vm.trace {
         match &parsed {
@@ -241,14 +242,18 @@ fn serve(
             let result = if cpl == 0 {
                 hypercall(vcpu, vm, rax, s.get(Rbx).unwrap_or(0))
             } else {
-                HYPERCALL_UNKNOWN
+                sim_hypercall::UNKNOWN_FUNCTION
             };
             host::reply_ok(ghcb, 0, &[(Rax, result)]);
         }
         NaeRequest::MmioRead { gpa, scratch } => {
             let len = scratch.len as u64;
             if devices::mmio_device(gpa, len).is_none() {
-                return refuse(vcpu, ghcb, format_args!("MMIO read of {len} bytes at {gpa:#x}"));
+                return refuse(
+                    vcpu,
+                    ghcb,
+                    format_args!("MMIO read of {len} bytes at {gpa:#x}"),
+                );
             }
             let v = devices::mmio_read(gpa, len).to_le_bytes();
             // The range was checked against the shared buffer by the parser.
@@ -258,7 +263,11 @@ fn serve(
         NaeRequest::MmioWrite { gpa, scratch } => {
             let len = scratch.len as u64;
             if devices::mmio_device(gpa, len).is_none() {
-                return refuse(vcpu, ghcb, format_args!("MMIO write of {len} bytes at {gpa:#x}"));
+                return refuse(
+                    vcpu,
+                    ghcb,
+                    format_args!("MMIO write of {len} bytes at {gpa:#x}"),
+                );
             }
             let mut v = [0u8; 8];
             let _ = ghcb.read_shared(scratch.offset, &mut v[..scratch.len]);
@@ -331,7 +340,7 @@ fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, rbx: u64) -> u64 {
         }
         sim_hypercall::BENCH_END => {
             let Some((t0, e0)) = vcpu.bench.take() else {
-                return HYPERCALL_UNKNOWN;
+                return sim_hypercall::UNKNOWN_FUNCTION;
             };
             serial_println!(
                 "SIM-BENCH iterations={rbx} exits={} tsc={} tsc_hz={}",
@@ -342,10 +351,10 @@ fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, rbx: u64) -> u64 {
             0
         }
         sim_hypercall::NMI_COUNTER => match rbx {
-            0 => vcpu.counters.nmi_injected,
-            1 => vcpu.nmi_completed,
-            _ => HYPERCALL_UNKNOWN,
+            sim_hypercall::NMIS_INJECTED => vcpu.counters.nmi_injected,
+            sim_hypercall::NMI_COMPLETES => vcpu.nmi_completed,
+            _ => sim_hypercall::UNKNOWN_FUNCTION,
         },
-        _ => HYPERCALL_UNKNOWN,
+        _ => sim_hypercall::UNKNOWN_FUNCTION,
     }
 }

@@ -164,7 +164,7 @@ pub fn sim() -> Result<()> {
         guest_igvm: a.guest_igvm,
         options: String::new(),
     };
-    let cfg = RunConfig::logged(&a.sim_efi, 1, "bench", log.clone()).on_sim(files);
+    let cfg = RunConfig::logged(&a.sim_efi, 1, "test=bench", log.clone()).on_sim(files);
     let out = qemu::run(&cfg, &fw, false)?;
     if !out.success() {
         return Err(format!(

@@ -2,21 +2,15 @@
 //! forward a VMMCALL (which registers go out and come back), and the VMMCALL instruction
 //! itself, which raises #VC 0x81.
 
-use handoff::sim_hypercall::PREFIX;
+use handoff::sim_hypercall::{PREFIX, PREFIX_MASK};
 use sev::vc::{Gpr, HypercallAbi, HypercallRegs};
 
 /// The simulator's hypercall ABI as this guest speaks it: any function with the simulator's
 /// prefix (RAX) is forwarded with RBX as its input, and the result comes back in RAX (always
 /// sent and returned by the core); the simulator answers functions it does not define with
-/// [`UNKNOWN_FUNCTION`]. A VMMCALL without the prefix raises #UD without asking the hypervisor,
+/// [`handoff::sim_hypercall::UNKNOWN_FUNCTION`]. A VMMCALL without the prefix raises #UD without asking the hypervisor,
 /// as on a machine without a hypercall interface.
 pub struct SimHypercalls;
-
-/// Bits of RAX that hold the simulator's prefix.
-const PREFIX_MASK: u64 = 0xffff_ff00_0000_0000;
-
-/// RAX of a hypercall the simulator does not know (KVM's `-KVM_ENOSYS`).
-pub const UNKNOWN_FUNCTION: u64 = -1000i64 as u64;
 
 impl HypercallAbi for SimHypercalls {
     fn registers(&self, rax: u64) -> Option<HypercallRegs> {
@@ -45,8 +39,3 @@ pub fn vmmcall(function: u64, input: u64) -> u64 {
     };
     rax
 }
-
-/// NMI_COUNTER's RBX selecting the NMIs the simulator injected into this vCPU so far.
-pub const NMIS_INJECTED: u64 = 0;
-/// NMI_COUNTER's RBX selecting the NMI_COMPLETE events the simulator received so far.
-pub const NMI_COMPLETES: u64 = 1;

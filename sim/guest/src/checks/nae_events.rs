@@ -1,14 +1,14 @@
 //! NAE events a guest sends on its own (no #VC): AP jump table set then get, HV_FEATURES (the
 //! same bits as the MSR protocol's answer), NMI_COMPLETE (accepted and counted).
 
-use handoff::sim_hypercall::NMI_COUNTER;
+use handoff::sim_hypercall::{NMI_COMPLETES, NMI_COUNTER};
 use sev::hv_features::HV_FEATURES_MSR_MASK;
 use sev::msr_protocol;
 use sev::nae;
 
 use super::Outcome;
 use crate::ghcb;
-use crate::hypercall::{NMI_COMPLETES, vmmcall};
+use crate::hypercall::vmmcall;
 
 /// A page for the AP jump table's address (its content is never used: no AP is started).
 #[repr(C, align(4096))]

@@ -3,12 +3,12 @@
 //! still handling that NMI as far as the simulator knows, so a second INJECT_NMI stays pending;
 //! NMI_COMPLETE lets it in. The simulator's own counts (NMI_COUNTER) must agree.
 
-use handoff::sim_hypercall::{INJECT_NMI, NMI_COUNTER};
+use handoff::sim_hypercall::{INJECT_NMI, NMI_COMPLETES, NMI_COUNTER, NMIS_INJECTED};
 use sev::nae;
 
 use super::Outcome;
 use crate::ghcb;
-use crate::hypercall::{NMI_COMPLETES, NMIS_INJECTED, vmmcall};
+use crate::hypercall::vmmcall;
 use crate::interrupts::nmis;
 
 /// Exits the guest makes while waiting for (or making sure there is no) NMI delivery: the

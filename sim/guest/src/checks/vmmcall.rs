@@ -3,14 +3,14 @@
 //! sent directly; a function it does not know comes back as the simulator's error value, never
 //! as a result.
 
-use handoff::sim_hypercall::{NMI_COUNTER, PREFIX};
+use handoff::sim_hypercall::{NMI_COMPLETES, NMI_COUNTER, PREFIX, UNKNOWN_FUNCTION};
 use sev::exit_code::ExitCode;
 use sev::ghcb::{GhcbField, GhcbTransport};
 use sev::nae::{self, NaeError};
 
 use super::{Outcome, one_vc};
 use crate::ghcb;
-use crate::hypercall::{NMI_COMPLETES, UNKNOWN_FUNCTION, vmmcall as call};
+use crate::hypercall::vmmcall as call;
 
 /// A function number with the simulator's prefix that `handoff::sim_hypercall` does not define.
 const UNDEFINED: u64 = PREFIX | 0xff_ffff;
