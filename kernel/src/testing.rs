@@ -32,35 +32,7 @@ const BY_NAME_ONLY: &[(&str, Case)] = &[("page_fault", page_fault)];
 
 /// Runs the cases `selection` names and returns the exit status for the run.
 pub fn run(selection: &str, info: &BootInfo) -> ExitStatus {
-    let (mut passed, mut failed) = (0, 0);
-    let mut matched = false;
-    let in_all = CASES
-        .iter()
-        .filter(|(n, _)| selection == "all" || *n == selection);
-    let by_name = BY_NAME_ONLY.iter().filter(|(n, _)| *n == selection);
-    for (name, case) in in_all.chain(by_name) {
-        matched = true;
-        match case(info) {
-            Ok(()) => {
-                passed += 1;
-                x86::serial_println!("TEST {name} PASS");
-            }
-            Err(why) => {
-                failed += 1;
-                x86::serial_println!("TEST {name} FAIL {why}");
-            }
-        }
-    }
-    if !matched {
-        x86::serial_println!("kernel: no test named `{selection}`");
-        failed += 1;
-    }
-    x86::serial_println!("{passed} passed, {failed} failed");
-    if failed == 0 {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Failure
-    }
+    x86::testing::run("kernel", selection, CASES, BY_NAME_ONLY, |case| case(info))
 }
 
 fn boot_info(info: &BootInfo) -> Result<(), &'static str> {

@@ -17,4 +17,5 @@ pub mod qemu;
 #[cfg(all(feature = "rt", not(test), panic = "abort"))]
 pub mod rt;
 pub mod serial;
+pub mod testing;
 pub mod tsc;

@@ -70,35 +70,7 @@ const BY_NAME_ONLY: &[(&str, Check)] = &[
 
 /// Runs the checks `selection` names (`all` or one name) and returns the run's exit status.
 pub fn run(selection: &str) -> ExitStatus {
-    let (mut passed, mut failed) = (0, 0);
-    let mut matched = false;
-    let in_all = ALL
-        .iter()
-        .filter(|(n, _)| selection == "all" || *n == selection);
-    let by_name = BY_NAME_ONLY.iter().filter(|(n, _)| *n == selection);
-    for (name, check) in in_all.chain(by_name) {
-        matched = true;
-        match check() {
-            Ok(()) => {
-                passed += 1;
-                x86::serial_println!("TEST {name} PASS");
-            }
-            Err(why) => {
-                failed += 1;
-                x86::serial_println!("TEST {name} FAIL: {why}");
-            }
-        }
-    }
-    if !matched {
-        x86::serial_println!("simguest: no test named `{selection}`");
-        failed += 1;
-    }
-    x86::serial_println!("{passed} passed, {failed} failed");
-    if failed == 0 {
-        ExitStatus::Success
-    } else {
-        ExitStatus::Failure
-    }
+    x86::testing::run("simguest", selection, ALL, BY_NAME_ONLY, |check| check())
 }
 
 /// The #VCs something took.
