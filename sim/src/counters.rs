@@ -1,8 +1,10 @@
 //! Per-vCPU counters: #VMEXITs by SVM exit code and VMGEXITs by request, printed at the end of
 //! a run as one machine-readable line per vCPU (`SIM-COUNTERS vcpu=0 exits=12 exit.cpuid=3 ...`,
-//! non-zero counters only; names are stable, values decimal).
+//! non-zero counters only; names are stable, values decimal). Counters are atomics: a vCPU
+//! counts on its own host CPU, and whichever CPU ends the run prints every vCPU's.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 use sev::exit_code::ExitCode;
 use sev::msr_protocol::MsrRequest;
 
@@ -93,54 +95,75 @@ fn nae_index(code: u64) -> Option<usize> {
 }
 
 /// One vCPU's counters.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Counters {
     vcpu: u32,
-    exits: [u64; EXITS.len() + 1],
-    msr: [u64; MSR_REQUESTS.len() + 1],
-    nae: [u64; NAE_EVENTS.len() + 1],
-    /// NMIs injected into the guest.
-    pub nmi_injected: u64,
-    /// #VCs the simulator delivered.
-    pub vc_delivered: u64,
+    exits: [AtomicU64; EXITS.len() + 1],
+    msr: [AtomicU64; MSR_REQUESTS.len() + 1],
+    nae: [AtomicU64; NAE_EVENTS.len() + 1],
+    nmi_injected: AtomicU64,
+    vc_delivered: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn sum(cs: &[AtomicU64]) -> u64 {
+    cs.iter().map(|c| c.load(Ordering::Relaxed)).sum()
 }
 
 impl Counters {
     pub const fn new(vcpu: u32) -> Self {
         Self {
             vcpu,
-            exits: [0; EXITS.len() + 1],
-            msr: [0; MSR_REQUESTS.len() + 1],
-            nae: [0; NAE_EVENTS.len() + 1],
-            nmi_injected: 0,
-            vc_delivered: 0,
+            exits: [const { AtomicU64::new(0) }; EXITS.len() + 1],
+            msr: [const { AtomicU64::new(0) }; MSR_REQUESTS.len() + 1],
+            nae: [const { AtomicU64::new(0) }; NAE_EVENTS.len() + 1],
+            nmi_injected: AtomicU64::new(0),
+            vc_delivered: AtomicU64::new(0),
         }
     }
 
     /// Counts a #VMEXIT with SVM exit code `code`.
-    pub fn exit(&mut self, code: u64) {
+    pub fn exit(&self, code: u64) {
         let i = EXITS.iter().position(|(c, _)| *c == code).unwrap_or(EXITS.len());
-        self.exits[i] += 1;
+        bump(&self.exits[i]);
     }
 
     /// Counts an MSR-protocol VMGEXIT (`None`: a value the simulator could not decode).
-    pub fn msr_protocol(&mut self, r: Option<&MsrRequest>) {
-        self.msr[r.map_or(MSR_REQUESTS.len(), msr_index)] += 1;
+    pub fn msr_protocol(&self, r: Option<&MsrRequest>) {
+        bump(&self.msr[r.map_or(MSR_REQUESTS.len(), msr_index)]);
     }
 
     /// Counts a GHCB-page VMGEXIT with SW_EXITCODE `code` (`None`: no valid exit code).
-    pub fn nae(&mut self, code: Option<u64>) {
-        self.nae[code.and_then(nae_index).unwrap_or(NAE_EVENTS.len())] += 1;
+    pub fn nae(&self, code: Option<u64>) {
+        bump(&self.nae[code.and_then(nae_index).unwrap_or(NAE_EVENTS.len())]);
+    }
+
+    /// Counts an NMI injected into the guest.
+    pub fn nmi(&self) {
+        bump(&self.nmi_injected);
+    }
+
+    /// Counts a #VC the simulator delivered.
+    pub fn vc(&self) {
+        bump(&self.vc_delivered);
+    }
+
+    /// NMIs injected so far.
+    pub fn nmis_injected(&self) -> u64 {
+        self.nmi_injected.load(Ordering::Relaxed)
     }
 
     /// All #VMEXITs so far.
     pub fn total_exits(&self) -> u64 {
-        self.exits.iter().sum()
+        sum(&self.exits)
     }
 
     /// All VMGEXITs so far.
     pub fn total_vmgexits(&self) -> u64 {
-        self.msr.iter().sum::<u64>() + self.nae.iter().sum::<u64>()
+        sum(&self.msr) + sum(&self.nae)
     }
 }
 
@@ -152,21 +175,21 @@ impl fmt::Display for Counters {
             self.vcpu,
             self.total_exits(),
             self.total_vmgexits(),
-            self.vc_delivered,
-            self.nmi_injected
+            self.vc_delivered.load(Ordering::Relaxed),
+            self.nmis_injected()
         )?;
-        let names = EXITS.iter().map(|(_, n)| *n).chain(["other"]);
-        for (n, v) in names.zip(self.exits).filter(|(_, v)| *v != 0) {
-            write!(f, " exit.{n}={v}")?;
-        }
-        for (n, v) in MSR_REQUESTS.iter().chain(&["invalid"]).zip(self.msr) {
-            if v != 0 {
-                write!(f, " vmgexit.msr.{n}={v}")?;
+        let groups: [(&str, &[AtomicU64], &mut dyn Iterator<Item = &str>); 3] = [
+            ("exit", &self.exits, &mut EXITS.iter().map(|(_, n)| *n).chain(["other"])),
+            ("vmgexit.msr", &self.msr, &mut MSR_REQUESTS.into_iter().chain(["invalid"])),
+            ("vmgexit.nae", &self.nae, &mut NAE_EVENTS.iter().map(|(_, n)| *n).chain(["invalid"])),
+        ];
+        for (group, counters, names) in groups {
+            for (n, c) in names.zip(counters) {
+                let v = c.load(Ordering::Relaxed);
+                if v != 0 {
+                    write!(f, " {group}.{n}={v}")?;
+                }
             }
-        }
-        let names = NAE_EVENTS.iter().map(|(_, n)| *n).chain(["invalid"]);
-        for (n, v) in names.zip(self.nae).filter(|(_, v)| *v != 0) {
-            write!(f, " vmgexit.nae.{n}={v}")?;
         }
         Ok(())
     }
@@ -178,7 +201,7 @@ mod tests {
 
     #[test]
     fn prints_non_zero_counters_by_name() {
-        let mut c = Counters::new(2);
+        let c = Counters::new(2);
         c.exit(0x72);
         c.exit(0x72);
         c.exit(0x9999);

@@ -26,6 +26,7 @@ pub fn guest_view(leaf: u32, host: Regs, apic_id: u32, c_bit: u32) -> Regs {
         1 => {
             r.ebx = (r.ebx & 0x00ff_ffff) | (apic_id << 24);
             r.ecx |= 1 << 31; // hypervisor present
+            r.ecx |= 1 << 21; // x2APIC: the only APIC mode the simulator offers
             r.ecx &= !(1 << 5); // no VMX
         }
         0xb | 0x1f => r.edx = apic_id,

@@ -155,8 +155,6 @@ pub enum IgvmError {
     MemoryMapTooLarge { ranges: usize, room: u64 },
     /// Two VP contexts for the same vCPU.
     DuplicateVpContext { vp_index: u16 },
-    /// A VP context for a vCPU the launch does not have.
-    VpIndexOutOfRange { vp_index: u16, vp_count: u32 },
     /// Memory the file requires is not guest RAM.
     RequiredMemoryMissing { gpa: u64, size: u64 },
     /// The same page is loaded twice.
@@ -261,11 +259,6 @@ impl fmt::Display for IgvmError {
             Self::DuplicateVpContext { vp_index } => {
                 write!(f, "the IGVM file has two VP contexts for vCPU {vp_index}")
             }
-            Self::VpIndexOutOfRange { vp_index, vp_count } => write!(
-                f,
-                "the IGVM file has a VP context for vCPU {vp_index} but the guest has {vp_count} \
-                 vCPUs"
-            ),
             Self::RequiredMemoryMissing { gpa, size } => write!(
                 f,
                 "the IGVM file requires memory at {gpa:#x}..{:#x}, which is not guest RAM; give \
@@ -976,12 +969,6 @@ impl<'f, T: LaunchTarget> Loader<'_, 'f, T> {
         if !vp.gpa.get().is_multiple_of(PAGE_SIZE) {
             return Err(malformed(h.offset, "a VMSA's GPA is not page aligned"));
         }
-        if u32::from(vp.vp_index) >= self.params.vp_count {
-            return Err(IgvmError::VpIndexOutOfRange {
-                vp_index: vp.vp_index,
-                vp_count: self.params.vp_count,
-            });
-        }
         if vp.file_offset == 0 {
             return Err(malformed(h.offset, "a VP context without data"));
         }
@@ -1002,7 +989,11 @@ impl<'f, T: LaunchTarget> Loader<'_, 'f, T> {
                     what: "VP contexts",
                     limit: u16::MAX.into(),
                 })?;
-        self.target.vp_context(vp.vp_index, vmsa);
+        // A file may describe more vCPUs than this launch has (one file serves any count up
+        // to its own): the contexts beyond are checked but not used.
+        if u32::from(vp.vp_index) < self.params.vp_count {
+            self.target.vp_context(vp.vp_index, vmsa);
+        }
         Ok(())
     }
 

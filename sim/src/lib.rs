@@ -7,3 +7,4 @@ pub mod counters;
 pub mod cpuid;
 pub mod igvm;
 pub mod options;
+pub mod x2apic;

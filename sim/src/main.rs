@@ -22,7 +22,7 @@ mod vmgexit;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use efi::{EfiError, Placement};
 use handoff::bootinfo::BootInfo;
 use memory::{GuestMemory, View};
@@ -32,7 +32,9 @@ use sim::options::Options;
 use svm::{FpuState, Gprs, RunState, Vmcb};
 use uefi_raw::table::system::SystemTable;
 use uefi_raw::{Handle, Status};
-use vcpu::{Stop, Vcpu, Vm};
+use sim::counters::Counters;
+use sim::x2apic::Mailbox;
+use vcpu::{Stop, Vcpu, VcpuSlot, Vm};
 use x86::qemu::{ExitStatus, debug_exit, halt_forever};
 use x86::{serial_println, tsc::rdtsc};
 
@@ -172,24 +174,24 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     // SAFETY: two distinct, 2 MiB aligned allocations of `size` bytes that nothing else uses.
     let mem = unsafe { GuestMemory::new(private, shared, size, handoff::launch::SIM_C_BIT) };
 
+    let vp_count = 1u32;
     let mut launch = Launch {
         mem: &mem,
         vmsas: Vec::new(),
     };
     let params = LaunchParams {
-        vp_count: 1,
+        vp_count,
         ram: &[(0, size)],
         cmdline,
     };
     let summary = igvm::load(igvm_file, &params, &mut launch).map_err(SetupError::Igvm)?;
-    let vmsa = launch
-        .vmsas
-        .iter()
-        .find(|(i, _)| *i == 0)
-        .map(|(_, v)| v.clone())
-        .ok_or(SetupError::NoVcpu0)?;
+    let mut vmsas = launch.vmsas;
+    if !vmsas.iter().any(|(i, _)| *i == 0) {
+        return Err(SetupError::NoVcpu0);
+    }
     serial_println!(
-        "sim: guest: {} MiB, {} pages loaded, {} vCPU context(s); command line `{cmdline}`",
+        "sim: guest: {} MiB, {vp_count} vCPU(s), {} pages loaded, {} VP context(s); command \
+         line `{cmdline}`",
         options.mem_mib,
         summary.pages,
         summary.vp_contexts
@@ -205,49 +207,99 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     });
     let iopm = Box::leak(Box::new(Bitmap([0xff; 3 * 4096])));
     let msrpm = Box::leak(Box::new(Bitmap([0xff; 2 * 4096])));
-    let vmcb = Box::leak(Box::new(Vmcb::zeroed()));
-    let host_vmcb = Box::leak(Box::new(Vmcb::zeroed()));
-    let hsave = Box::leak(Box::new(Vmcb::zeroed()));
-    let state = Box::leak(Box::new(RunState {
-        gprs: Gprs::default(),
-        guest_vmcb: 0,
-        host_vmcb: host_vmcb.address(),
-        guest_fpu: FpuState([0; 512]),
-        host_fpu: FpuState([0; 512]),
-    }));
-    // The guest starts with the x87/SSE state of reset: FCW 0x37f, MXCSR 0x1f80.
-    state.guest_fpu.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-    state.guest_fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-    let mut info = Box::new(BootInfo::new());
-
-    fw.exit_boot_services(&mut info)?;
-    interrupts_init();
-    // SAFETY: `hsave` is a page of ours for as long as SVM runs (forever).
-    unsafe { svm::enable(hsave.address()) };
-    let vm = Vm {
+    let vcpus = (0..vp_count)
+        .map(|i| VcpuSlot {
+            mailbox: Mailbox::new(),
+            counters: Counters::new(i),
+            launch: vmsas
+                .iter()
+                .position(|(v, _)| u32::from(*v) == i)
+                .map(|at| vmsas.swap_remove(at).1),
+        })
+        .collect();
+    let vm: &'static Vm = Box::leak(Box::new(Vm {
         mem,
         trace: options.trace,
         tsc_hz,
         ap_jump_table: AtomicU64::new(0),
-    };
-    let mut vcpu = Vcpu::new(
-        0,
-        vmcb,
-        state,
-        &vmsa,
         ncr3,
-        (iopm as *const _ as u64, msrpm as *const _ as u64),
-    );
-    let stop = vcpu.run(&vm, || {
+        io_bitmaps: (iopm as *const _ as u64, msrpm as *const _ as u64),
+        vcpus,
+        started: AtomicU32::new(0),
+        ending: AtomicBool::new(false),
+    }));
+    let cpus: Vec<HostCpu> = (0..vp_count).map(|_| HostCpu::new()).collect();
+    let mut info = Box::new(BootInfo::new());
+
+    fw.exit_boot_services(&mut info)?;
+    let bsp = cpus.into_iter().next().expect("one CPU at least");
+    bsp.enter(vm, 0, || {
         let us = (rdtsc() - efi_entry) * 1_000_000 / tsc_hz.max(1);
         serial_println!("SIM-LAUNCH efi_to_guest_us={us}");
-    });
-    finish(stop, &vcpu)
+    })
 }
 
-/// Prints the counters and ends the run the way `stop` says.
-fn finish(stop: Stop, vcpu: &Vcpu) -> ! {
-    serial_println!("{}", vcpu.counters);
+/// What one host CPU needs to run its vCPU: the VMCB, the page VMSAVE/VMLOAD keep its own
+/// hidden state in, its host save area, and the round-trip state.
+struct HostCpu {
+    vmcb: &'static mut Vmcb,
+    hsave: &'static mut Vmcb,
+    state: &'static mut RunState,
+}
+
+impl HostCpu {
+    fn new() -> Self {
+        let host_vmcb = Box::leak(Box::new(Vmcb::zeroed()));
+        let state = Box::leak(Box::new(RunState {
+            gprs: Gprs::default(),
+            guest_vmcb: 0,
+            host_vmcb: host_vmcb.address(),
+            guest_fpu: FpuState([0; 512]),
+            host_fpu: FpuState([0; 512]),
+        }));
+        // The guest starts with the x87/SSE state of reset: FCW 0x37f, MXCSR 0x1f80.
+        state.guest_fpu.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        state.guest_fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        Self {
+            vmcb: Box::leak(Box::new(Vmcb::zeroed())),
+            hsave: Box::leak(Box::new(Vmcb::zeroed())),
+            state,
+        }
+    }
+
+    /// Runs vCPU `id` on this CPU (after boot services): its GDT/IDT, SVM on, then the vCPU from
+    /// its launch state (an AP once its start-up IPI came) until the run ends.
+    fn enter(self, vm: &'static Vm, id: u32, first_entry: impl FnOnce()) -> ! {
+        interrupts_init();
+        // SAFETY: `hsave` is this CPU's page for as long as SVM runs (forever).
+        unsafe { svm::enable(self.hsave.address()) };
+        let vmsa = if id == 0 {
+            vm.vcpus[0].launch.as_deref().ok_or(Stop::Error(vcpu::SimError::NoLaunchState { vcpu: 0 }))
+        } else {
+            vcpu::await_startup(vm, id)
+        };
+        let stop = match vmsa {
+            Ok(vmsa) => {
+                let mut v = Vcpu::new(id, vm, self.vmcb, self.state, vmsa);
+                first_entry();
+                let stop = v.run(vm);
+                (stop, Some(v.dump()))
+            }
+            Err(stop) => (stop, None),
+        };
+        finish(vm, id, stop.0, stop.1)
+    }
+}
+
+/// Ends the run the way `stop` (of vCPU `id`) says, after every vCPU's counters. The first
+/// vCPU to end the run wins; the others stop.
+fn finish(vm: &Vm, id: u32, stop: Stop, state: Option<vcpu::GuestState>) -> ! {
+    if vm.ending.swap(true, Ordering::AcqRel) {
+        halt_forever()
+    }
+    for slot in vm.vcpus.iter() {
+        serial_println!("{}", slot.counters);
+    }
     match stop {
         Stop::DebugExit(status) => {
             serial_println!("sim: guest exit status {status:#x}");
@@ -274,8 +326,10 @@ fn finish(stop: Stop, vcpu: &Vcpu) -> ! {
             end(ExitStatus::GuestTerminated)
         }
         Stop::Error(e) => {
-            serial_println!("sim: error: vcpu {}: {e}", vcpu.id);
-            serial_println!("sim: vcpu {} state: {}", vcpu.id, vcpu.dump());
+            serial_println!("sim: error: vcpu {id}: {e}");
+            if let Some(state) = state {
+                serial_println!("sim: vcpu {id} state: {state}");
+            }
             end(ExitStatus::SimError)
         }
     }

@@ -18,6 +18,7 @@ pub mod off {
     pub const MSRPM_BASE: usize = 0x048;
     pub const ASID: usize = 0x058;
     pub const INT_CTL: usize = 0x060;
+    pub const INT_VECTOR: usize = 0x064;
     pub const INT_STATE: usize = 0x068;
     pub const EXIT_CODE: usize = 0x070;
     pub const EXIT_INFO1: usize = 0x078;
@@ -59,6 +60,7 @@ pub mod off {
 
 /// Bits of the intercept vector at 0x00c.
 pub mod misc1 {
+    pub const VINTR: u32 = 1 << 4;
     pub const RDTSC: u32 = 1 << 14;
     pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
@@ -91,6 +93,7 @@ pub mod exit {
     pub const WRITE_DR7: u64 = 0x37;
     pub const EXCP_DB: u64 = 0x41;
     pub const EXCP_AC: u64 = 0x51;
+    pub const VINTR: u64 = 0x64;
     pub const RDTSC: u64 = 0x6e;
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;

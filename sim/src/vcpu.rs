@@ -14,12 +14,14 @@
 use crate::deliver::{self, TripleFault};
 use crate::memory::{GuestMemory, WalkError};
 use crate::svm::{self, Gprs, RunState, Segment, Vmcb, exit, misc1, misc2, off};
+use alloc::boxed::Box;
 use core::fmt;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use sev::msr_protocol::{GHCB_MSR, MsrProtocolError};
 use sev::termination::TerminationReason;
 use sev::vmsa::Vmsa;
 use sim::counters::Counters;
+use sim::x2apic::Mailbox;
 
 /// SEV_STATUS (read-only, no exit on hardware).
 const SEV_STATUS_MSR: u32 = 0xc001_0131;
@@ -33,16 +35,42 @@ const EVENTINJ_NMI: u64 = (1 << 31) | (2 << 8) | 2;
 const EVENTINJ_UD: u64 = (1 << 31) | (3 << 8) | 6;
 /// EVENTINJ: valid, type exception, error code valid, vector 13 (#GP(0)).
 const EVENTINJ_GP0: u64 = (1 << 31) | (1 << 11) | (3 << 8) | 13;
+/// EVENTINJ: valid, type external interrupt (vector added).
+const EVENTINJ_INTR: u64 = 1 << 31;
+/// INT_CTL: V_IRQ, priority 15, ignore V_TPR, V_INTR_MASKING.
+const INT_CTL_WINDOW: u64 = (1 << 8) | (0xf << 16) | (1 << 20);
+const INT_CTL_MASKING: u64 = 1 << 24;
+const RFLAGS_IF: u64 = 1 << 9;
+/// How long a halted vCPU waits for an event while other vCPUs run (seconds).
+const HALT_TIMEOUT_S: u64 = 10;
 
 /// What the whole VM shares.
 pub struct Vm {
     pub mem: GuestMemory,
     /// Print every VMGEXIT.
     pub trace: bool,
-    /// Host TSC frequency, for the benchmark line.
+    /// Host TSC frequency, for the benchmark line and timeouts.
     pub tsc_hz: u64,
     /// The AP jump table GPA the guest set (0: none).
     pub ap_jump_table: AtomicU64,
+    /// nCR3 of the nested page table all vCPUs share.
+    pub ncr3: u64,
+    /// Physical addresses of the all-ones IOPM and MSRPM.
+    pub io_bitmaps: (u64, u64),
+    /// One slot per vCPU, indexed by vCPU number = APIC ID.
+    pub vcpus: Box<[VcpuSlot]>,
+    /// vCPUs started so far.
+    pub started: AtomicU32,
+    /// Set by the vCPU that ends the run; the others stop at their next chance.
+    pub ending: AtomicBool,
+}
+
+/// What other vCPUs and the end of the run need to see of one vCPU.
+pub struct VcpuSlot {
+    pub mailbox: Mailbox,
+    pub counters: Counters,
+    /// Its launch state from the IGVM file; an AP without one cannot be started.
+    pub launch: Option<Box<Vmsa>>,
 }
 
 /// Why a vCPU stopped running.
@@ -67,8 +95,8 @@ pub enum SimError {
     UnexpectedExit { code: u64, info1: u64, info2: u64 },
     /// HLT with nothing that could wake the vCPU.
     HaltedForever,
-    /// AP reset hold with nothing that could wake the vCPU.
-    ParkedForever,
+    /// A start-up IPI for a vCPU the IGVM file gave no launch state.
+    NoLaunchState { vcpu: u32 },
     /// The simulator could not read guest memory it needed (the instruction at RIP).
     Walk(WalkError),
     /// An access to a non-RAM GPA with the C-bit set: encrypted MMIO cannot be emulated.
@@ -97,11 +125,11 @@ impl fmt::Display for SimError {
             ),
             Self::HaltedForever => write!(
                 f,
-                "the guest halted and nothing can wake it (no interrupt source, no NMI pending)"
+                "the vCPU halted and nothing woke it (no interrupt, no NMI pending)"
             ),
-            Self::ParkedForever => write!(
+            Self::NoLaunchState { vcpu } => write!(
                 f,
-                "the guest parked its only vCPU in AP reset hold; nothing can wake it"
+                "start-up IPI for vCPU {vcpu}, but guest.igvm has no VP context for it"
             ),
             Self::Walk(e) => write!(f, "{e}"),
             Self::EncryptedMmio { gpa } => write!(
@@ -152,7 +180,32 @@ pub struct Vcpu {
     pub bench: Option<(u64, u64)>,
     /// An event whose delivery a #VMEXIT interrupted, to inject again.
     reinject: Option<u64>,
-    pub counters: Counters,
+    pub counters: &'static Counters,
+    pub mailbox: &'static Mailbox,
+    /// The virtual x2APIC's in-service vectors, task priority and spurious vector register.
+    pub isr: [u64; 4],
+    pub tpr: u64,
+    pub svr: u64,
+}
+
+/// An AP before its first start-up IPI: waits for INIT, then SIPI (a SIPI without an INIT
+/// before it is dropped, as by hardware), and returns its launch state.
+pub fn await_startup(vm: &Vm, id: u32) -> Result<&Vmsa, Stop> {
+    let slot = &vm.vcpus[id as usize];
+    let mut init = false;
+    loop {
+        init |= slot.mailbox.take_init();
+        if slot.mailbox.take_startup() && init {
+            break;
+        }
+        if vm.ending.load(Ordering::Acquire) {
+            x86::qemu::halt_forever();
+        }
+        core::hint::spin_loop();
+    }
+    slot.launch
+        .as_deref()
+        .ok_or(Stop::Error(SimError::NoLaunchState { vcpu: id }))
 }
 
 /// The intercepts of an SEV-ES guest: everything the GHCB specification lists as a #VC
@@ -198,25 +251,24 @@ fn segment(s: &sev::vmsa::VmsaSegment) -> Segment {
 }
 
 impl Vcpu {
-    /// A vCPU that starts in the state of `vmsa`. `io_bitmaps` are the (IOPM, MSRPM) physical
-    /// addresses, all ones: every port and MSR access exits.
+    /// vCPU `id` of `vm`, starting in the state of `vmsa`.
     pub fn new(
         id: u32,
+        vm: &'static Vm,
         vmcb: &'static mut Vmcb,
         state: &'static mut RunState,
         vmsa: &Vmsa,
-        ncr3: u64,
-        io_bitmaps: (u64, u64),
     ) -> Self {
+        *vmcb = Vmcb::zeroed();
         set_intercepts(vmcb);
-        vmcb.set(off::IOPM_BASE, io_bitmaps.0);
-        vmcb.set(off::MSRPM_BASE, io_bitmaps.1);
+        vmcb.set(off::IOPM_BASE, vm.io_bitmaps.0);
+        vmcb.set(off::MSRPM_BASE, vm.io_bitmaps.1);
         vmcb.set(off::ASID, id + 1);
         vmcb.set(off::NP_CONTROL, 1u64);
-        vmcb.set(off::N_CR3, ncr3);
+        vmcb.set(off::N_CR3, vm.ncr3);
         // V_INTR_MASKING: physical interrupts stay the host's (masked, the simulator runs with
         // IF clear); the guest's RFLAGS.IF governs only virtual ones.
-        vmcb.set(off::INT_CTL, 1u64 << 24);
+        vmcb.set(off::INT_CTL, INT_CTL_MASKING);
         for (o, s) in [
             (off::ES, &vmsa.es),
             (off::CS, &vmsa.cs),
@@ -279,15 +331,21 @@ impl Vcpu {
             tsc_aux: u64::from(vmsa.tsc_aux),
             bench: None,
             reinject: None,
-            counters: Counters::new(id),
+            counters: &vm.vcpus[id as usize].counters,
+            mailbox: &vm.vcpus[id as usize].mailbox,
+            isr: [0; 4],
+            tpr: 0,
+            svr: 0xff,
         }
     }
 
-    /// Runs the guest until something ends the run. `first_entry` is called right before the
-    /// first VMRUN (for the launch-time figure).
-    pub fn run(&mut self, vm: &Vm, mut first_entry: impl FnMut()) -> Stop {
-        first_entry();
+    /// Runs the guest until something ends the run.
+    pub fn run(&mut self, vm: &Vm) -> Stop {
+        vm.started.fetch_add(1, Ordering::AcqRel);
         loop {
+            if vm.ending.load(Ordering::Acquire) {
+                x86::qemu::halt_forever();
+            }
             self.inject_pending();
             // SAFETY: SVM is on, the VMCB was set up by `new` with the VMRUN intercept.
             unsafe { svm::run(self.state) };
@@ -302,15 +360,95 @@ impl Vcpu {
     }
 
     /// Sets EVENTINJ for the next VMRUN: an interrupted delivery first, else a pending NMI the
-    /// guest is not blocking.
+    /// guest is not blocking, else the highest fixed interrupt the guest can take now (when it
+    /// cannot, an interrupt window: the VINTR exit comes when it can).
     fn inject_pending(&mut self) {
+        if self.mailbox.take_nmi() {
+            self.nmi_pending = true;
+        }
         if let Some(event) = self.reinject.take() {
             self.vmcb.set(off::EVENT_INJ, event);
         } else if self.nmi_pending && !self.nmi_blocked {
             self.vmcb.set(off::EVENT_INJ, EVENTINJ_NMI);
             self.nmi_pending = false;
             self.nmi_blocked = true;
-            self.counters.nmi_injected += 1;
+            self.counters.nmi();
+        } else if let Some(v) = self.deliverable_interrupt() {
+            let rflags: u64 = self.vmcb.get(off::RFLAGS);
+            let shadow = self.vmcb.get::<u64>(off::INT_STATE) & 1 != 0;
+            if rflags & RFLAGS_IF != 0 && !shadow {
+                self.vmcb.set(off::EVENT_INJ, EVENTINJ_INTR | u64::from(v));
+                self.mailbox.take_irr(v);
+                self.isr[usize::from(v / 64)] |= 1 << (v % 64);
+                self.vmcb.set(off::INT_CTL, INT_CTL_MASKING);
+            } else {
+                self.vmcb.set(off::INT_CTL, INT_CTL_MASKING | INT_CTL_WINDOW);
+                self.vmcb.set(off::INT_VECTOR, u64::from(v));
+                let misc: u32 = self.vmcb.get(off::INTERCEPT_MISC1);
+                self.vmcb.set(off::INTERCEPT_MISC1, misc | misc1::VINTR);
+            }
+        }
+    }
+
+    /// The highest requested fixed vector whose priority class beats the in-service one and
+    /// the task priority.
+    fn deliverable_interrupt(&self) -> Option<u8> {
+        let v = self.mailbox.highest_irr()?;
+        let in_service = (0..4)
+            .rev()
+            .find(|&i| self.isr[i] != 0)
+            .map_or(0, |i| i as u64 * 64 + 63 - u64::from(self.isr[i].leading_zeros()));
+        let floor = (in_service >> 4).max(self.tpr >> 4);
+        (u64::from(v) >> 4 > floor).then_some(v)
+    }
+
+    /// EOI: the highest in-service vector is done.
+    pub fn end_of_interrupt(&mut self) {
+        if let Some(i) = (0..4).rev().find(|&i| self.isr[i] != 0) {
+            let bit = 63 - self.isr[i].leading_zeros();
+            self.isr[i] &= !(1 << bit);
+        }
+    }
+
+    /// Whether something can end a HLT now: an NMI the guest does not block, or a fixed
+    /// interrupt with interrupts on.
+    fn can_wake(&self) -> bool {
+        let nmi = (self.nmi_pending || self.mailbox.has_nmi()) && !self.nmi_blocked;
+        let rflags: u64 = self.vmcb.get(off::RFLAGS);
+        nmi || (rflags & RFLAGS_IF != 0 && self.deliverable_interrupt().is_some())
+    }
+
+    /// HLT: waits for something that ends it. The only running vCPU gives up at once;
+    /// otherwise after [`HALT_TIMEOUT_S`] without an event (no timer exists to wake it).
+    fn halt(&mut self, vm: &Vm) -> Result<(), Stop> {
+        self.vmcb.set_rip(self.vmcb.rip() + 1);
+        let deadline = x86::tsc::rdtsc() + HALT_TIMEOUT_S * vm.tsc_hz;
+        loop {
+            if self.can_wake() {
+                return Ok(());
+            }
+            if vm.started.load(Ordering::Acquire) <= 1 || x86::tsc::rdtsc() > deadline {
+                return Err(Stop::Error(SimError::HaltedForever));
+            }
+            if vm.ending.load(Ordering::Acquire) {
+                x86::qemu::halt_forever();
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// AP reset hold: parked until a start-up IPI wakes the vCPU (INITs are consumed: SEV-ES
+    /// state cannot be reset by the hypervisor).
+    pub fn park(&mut self, vm: &Vm) {
+        loop {
+            self.mailbox.take_init();
+            if self.mailbox.take_startup() {
+                return;
+            }
+            if vm.ending.load(Ordering::Acquire) {
+                x86::qemu::halt_forever();
+            }
+            core::hint::spin_loop();
         }
     }
 
@@ -351,13 +489,12 @@ impl Vcpu {
                     self.raise_vc(vm, code)
                 }
             }
-            exit::HLT => {
-                if self.nmi_pending && !self.nmi_blocked {
-                    self.vmcb.set_rip(self.vmcb.rip() + 1);
-                    Ok(())
-                } else {
-                    Err(Stop::Error(SimError::HaltedForever))
-                }
+            exit::HLT => self.halt(vm),
+            exit::VINTR => {
+                self.vmcb.set(off::INT_CTL, INT_CTL_MASKING);
+                let misc: u32 = self.vmcb.get(off::INTERCEPT_MISC1);
+                self.vmcb.set(off::INTERCEPT_MISC1, misc & !misc1::VINTR);
+                Ok(())
             }
             exit::VMRUN
             | exit::VMLOAD
@@ -415,7 +552,7 @@ impl Vcpu {
 
     /// Delivers #VC with `code` as its error code.
     fn raise_vc(&mut self, vm: &Vm, code: u64) -> Result<(), Stop> {
-        self.counters.vc_delivered += 1;
+        self.counters.vc();
         deliver::exception(self.vmcb, &vm.mem, VC_VECTOR, Some(code))
             .map_err(|t| Stop::Error(SimError::TripleFault(t)))
     }

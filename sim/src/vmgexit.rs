@@ -18,11 +18,14 @@ use sev::hv_features::HvFeatures;
 use sev::ioio::IoioInfo;
 use sev::msr_protocol::{GFN_NONE, MsrRequest, MsrResponse};
 use sim::cpuid::{self, Regs};
+use sim::x2apic::{self, IcrError, Ipi};
 use x86::serial_println;
 
 /// Highest and lowest GHCB protocol versions served.
 const PROTOCOL_MAX: u16 = 2;
 const PROTOCOL_MIN: u16 = 1;
+/// IA32_TIME_STAMP_COUNTER.
+const IA32_TSC: u32 = 0x10;
 /// VMGEXIT (`rep vmmcall`) is four bytes; QEMU gives no next RIP.
 const VMGEXIT_LEN: u64 = 4;
 
@@ -67,7 +70,10 @@ fn msr_protocol(vcpu: &mut Vcpu, vm: &Vm, value: u64) -> Result<(), Stop> {
             let value = [r.eax, r.ebx, r.ecx, r.edx][reg as usize];
             MsrResponse::Cpuid { reg, value }
         }
-        MsrRequest::ApResetHold => return Err(Stop::Error(SimError::ParkedForever)),
+        MsrRequest::ApResetHold => {
+            vcpu.park(vm);
+            MsrResponse::ApResetHold { result: 1 }
+        }
         MsrRequest::PreferredGhcbGpa => MsrResponse::PreferredGhcbGpa { gfn: None },
         MsrRequest::RegisterGhcbGpa { gfn } => {
             let ok = gfn
@@ -193,23 +199,15 @@ fn serve(
             io_string(ghcb, info, count, scratch.offset);
             host::reply_ok(ghcb, 0, &[]);
         }
-        NaeRequest::RdMsr { msr } => match msr {
-            x86::msr::IA32_TSC_AUX => {
-                let v = vcpu.tsc_aux;
-                host::reply_ok(ghcb, 0, &[(Rax, v & 0xffff_ffff), (Rdx, v >> 32)]);
-            }
-            0x10 => {
-                let v = x86::tsc::rdtsc();
-                host::reply_ok(ghcb, 0, &[(Rax, v & 0xffff_ffff), (Rdx, v >> 32)]);
-            }
-            _ => return refuse(vcpu, ghcb, format_args!("RDMSR {msr:#x}")),
+        NaeRequest::RdMsr { msr } => match msr_read(vcpu, msr) {
+            Some(v) => host::reply_ok(ghcb, 0, &[(Rax, v & 0xffff_ffff), (Rdx, v >> 32)]),
+            None => return refuse(vcpu, ghcb, format_args!("RDMSR {msr:#x}")),
         },
-        NaeRequest::WrMsr { msr, value } => match msr {
-            x86::msr::IA32_TSC_AUX if value >> 32 == 0 => {
-                vcpu.tsc_aux = value;
-                host::reply_ok(ghcb, 0, &[]);
+        NaeRequest::WrMsr { msr, value } => match msr_write(vcpu, vm, msr, value) {
+            Ok(()) => host::reply_ok(ghcb, 0, &[]),
+            Err(why) => {
+                return refuse(vcpu, ghcb, format_args!("WRMSR {msr:#x} <- {value:#x} ({why})"));
             }
-            _ => return refuse(vcpu, ghcb, format_args!("WRMSR {msr:#x} <- {value:#x}")),
         },
         NaeRequest::Rdtsc => {
             let v = x86::tsc::rdtsc();
@@ -279,7 +277,11 @@ fn serve(
             vcpu.nmi_completed += 1;
             host::reply_ok(ghcb, 0, &[]);
         }
-        NaeRequest::ApHltLoop => return Err(Stop::Error(SimError::ParkedForever)),
+        NaeRequest::ApHltLoop => {
+            vcpu.park(vm);
+            // Non-zero SW_EXITINFO2: woken by a start-up IPI.
+            host::reply_ok(ghcb, 1, &[]);
+        }
         NaeRequest::ApJumpTable(ApJumpTableRequest::Set { gpa }) => {
             vm.ap_jump_table
                 .store(gpa, core::sync::atomic::Ordering::Relaxed);
@@ -305,6 +307,61 @@ fn serve(
                 vcpu.id
             );
             host::reply_error(ghcb, host::HostError::UnknownExit(code));
+        }
+    }
+    Ok(())
+}
+
+/// The MSRs the simulator provides: the TSC, TSC_AUX and the virtual x2APIC.
+fn msr_read(vcpu: &Vcpu, msr: u32) -> Option<u64> {
+    let id = u64::from(vcpu.id);
+    Some(match msr {
+        IA32_TSC => x86::tsc::rdtsc(),
+        x86::msr::IA32_TSC_AUX => vcpu.tsc_aux,
+        x2apic::MSR_APIC_BASE => x2apic::apic_base(vcpu.id == 0),
+        x2apic::MSR_ID => id,
+        // Version 0x14, six LVT entries.
+        x2apic::MSR_VERSION => 0x5_0014,
+        x2apic::MSR_TPR => vcpu.tpr,
+        // Logical ID: cluster in bits 31:16, one bit of 16 in 15:0.
+        x2apic::MSR_LDR => (id >> 4) << 16 | 1 << (id & 0xf),
+        x2apic::MSR_SVR => vcpu.svr,
+        x2apic::MSR_ESR => 0,
+        _ => return None,
+    })
+}
+
+/// Writes one of the MSRs of [`msr_read`]; `Err` says why it is refused.
+fn msr_write(vcpu: &mut Vcpu, vm: &Vm, msr: u32, value: u64) -> Result<(), &'static str> {
+    match msr {
+        x86::msr::IA32_TSC_AUX if value >> 32 == 0 => vcpu.tsc_aux = value,
+        x2apic::MSR_APIC_BASE if value == x2apic::apic_base(vcpu.id == 0) => {}
+        x2apic::MSR_APIC_BASE => return Err("the x2APIC stays enabled at its base"),
+        x2apic::MSR_TPR if value <= 0xff => vcpu.tpr = value,
+        x2apic::MSR_EOI if value == 0 => vcpu.end_of_interrupt(),
+        x2apic::MSR_SVR if value <= 0x1fff => vcpu.svr = value,
+        x2apic::MSR_ESR if value == 0 => {}
+        x2apic::MSR_ICR => send_ipi(vcpu, vm, value)?,
+        // SELF_IPI: a fixed interrupt to the sender.
+        x2apic::MSR_SELF_IPI if value <= 0xff => send_ipi(vcpu, vm, value | 1 << 18)?,
+        _ => return Err("not provided"),
+    }
+    Ok(())
+}
+
+/// Posts the IPI of an ICR write to every vCPU it reaches (APIC ID = vCPU number; an IPI to a
+/// vCPU that does not exist is dropped, as by hardware).
+fn send_ipi(vcpu: &Vcpu, vm: &Vm, icr: u64) -> Result<(), &'static str> {
+    let ipi = match Ipi::decode(icr) {
+        Ok(Some(ipi)) => ipi,
+        Ok(None) => return Ok(()),
+        Err(IcrError::Logical) => return Err("logical destination mode is not provided"),
+        Err(IcrError::DeliveryMode(_)) => return Err("delivery mode not provided"),
+        Err(IcrError::IllegalVector(_)) => return Err("illegal vector"),
+    };
+    for (target, slot) in (0u32..).zip(vm.vcpus.iter()) {
+        if ipi.reaches(vcpu.id, target) {
+            slot.mailbox.post(ipi.delivery);
         }
     }
     Ok(())
@@ -351,7 +408,7 @@ fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, rbx: u64) -> u64 {
             0
         }
         sim_hypercall::NMI_COUNTER => match rbx {
-            sim_hypercall::NMIS_INJECTED => vcpu.counters.nmi_injected,
+            sim_hypercall::NMIS_INJECTED => vcpu.counters.nmis_injected(),
             sim_hypercall::NMI_COMPLETES => vcpu.nmi_completed,
             _ => sim_hypercall::UNKNOWN_FUNCTION,
         },
