@@ -25,7 +25,10 @@
 //! [`ENTRY_CR0`], CR4 = [`ENTRY_CR4`], EFER = [`ENTRY_EFER`], GDTR at [`GDT_GPA`], IDTR
 //! empty (limit 0: the guest loads its own IDT before anything can raise #VC), RFLAGS = 2
 //! (interrupts off), RIP = the ELF entry point, RSP = 0 (the guest sets its own stack),
-//! RDI = [`PARAM_GPA`], XCR0 = 1.
+//! RDI = [`PARAM_GPA`], RSI = the vCPU's index, XCR0 = 1. Every vCPU up to [`MAX_VCPUS`] has
+//! this state; an application processor starts in it at its first start-up IPI (INIT, SIPI:
+//! SEV-ES state cannot be set by the hypervisor, so the SIPI vector is ignored) and tells
+//! itself apart by RSI.
 
 /// The C-bit position the simulator reports (CPUID 0x8000001F EBX[5:0]) and the builder uses
 /// for the simulator. Real AMD hosts use 51 (Milan, Genoa).
@@ -63,9 +66,12 @@ pub const PARAM_MEMORY_MAP_ENTRIES: usize = 4096 / size_of::<MemoryMapEntry>();
 
 /// GPA where the guest ELF is loaded.
 pub const IMAGE_GPA: u64 = 0x10_0000;
-/// GPA the builder names for the VMSA of vCPU 0 (SEV-ES keeps the VMSA outside guest memory;
-/// the launcher does not write it there).
-pub const VMSA_GPA: u64 = 0xf000;
+/// GPA the builder names for the VMSA of vCPU `i`: `VMSA_GPA + i * 4096`, outside guest RAM
+/// (SEV-ES keeps VMSAs outside guest memory; the launcher does not write them there).
+pub const VMSA_GPA: u64 = 0xfff0_0000;
+/// The builder gives every vCPU up to this many the entry state (the launcher uses those its
+/// VM has).
+pub const MAX_VCPUS: u16 = 16;
 
 /// Where the shared alias of GPA 0 .. 1 GiB starts in the guest's virtual address space.
 pub const SHARED_ALIAS: u64 = 0x80_0000_0000;
@@ -128,8 +134,9 @@ const _: () = {
     assert!(size_of::<ParamArea>() as u64 == PARAM_AREA_SIZE);
     assert!(core::mem::offset_of!(ParamArea, cmdline) == PARAM_CMDLINE_OFFSET as usize);
     assert!(core::mem::offset_of!(ParamArea, memory_map) == PARAM_MEMORY_MAP_OFFSET as usize);
-    assert!(PAGE_TABLES_GPA + PAGE_TABLE_PAGES * 4096 <= VMSA_GPA);
-    assert!(VMSA_GPA < PARAM_GPA && PARAM_GPA + PARAM_AREA_SIZE <= IMAGE_GPA);
+    assert!(PAGE_TABLES_GPA + PAGE_TABLE_PAGES * 4096 <= PARAM_GPA);
+    assert!(PARAM_GPA + PARAM_AREA_SIZE <= IMAGE_GPA);
+    assert!(VMSA_GPA + MAX_VCPUS as u64 * 4096 <= 1 << 32);
 };
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::Result;
 use handoff::elf::Elf;
 use handoff::launch::{
     CODE_SELECTOR, DATA_SELECTOR, ENTRY_CR0, ENTRY_CR4, ENTRY_EFER, GDT, GDT_GPA, IMAGE_GPA,
-    PAGE_TABLE_PAGES, PAGE_TABLES_GPA, PARAM_AREA_SIZE, PARAM_CMDLINE_OFFSET, PARAM_GPA,
+    MAX_VCPUS, PAGE_TABLE_PAGES, PAGE_TABLES_GPA, PARAM_AREA_SIZE, PARAM_CMDLINE_OFFSET, PARAM_GPA,
     PARAM_MEMORY_MAP_OFFSET, PARAM_VP_COUNT_OFFSET, SHARED_ALIAS, SHARED_ALIAS_SIZE, VMSA_GPA,
 };
 use igvm::snp_defs::{SevSelector, SevVmsa};
@@ -122,12 +122,14 @@ pub fn build_sev_es(elf: &[u8], c_bit: u32) -> Result<Vec<u8>> {
             parameter_area_index: PARAM_AREA_INDEX,
         },
     ));
-    directives.push(IgvmDirectiveHeader::SnpVpContext {
-        gpa: VMSA_GPA,
-        compatibility_mask: COMPATIBILITY_MASK,
-        vp_index: 0,
-        vmsa: entry_vmsa(entry, c),
-    });
+    for vp_index in 0..MAX_VCPUS {
+        directives.push(IgvmDirectiveHeader::SnpVpContext {
+            gpa: VMSA_GPA + u64::from(vp_index) * 4096,
+            compatibility_mask: COMPATIBILITY_MASK,
+            vp_index,
+            vmsa: entry_vmsa(entry, c, vp_index),
+        });
+    }
 
     let platform = IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
         compatibility_mask: COMPATIBILITY_MASK,
@@ -179,8 +181,9 @@ fn page_tables(c: u64) -> Vec<[u64; 512]> {
     t
 }
 
-/// vCPU 0's state at entry: the contract's long-mode state at `rip`, with `c` the C-bit mask.
-fn entry_vmsa(rip: u64, c: u64) -> Box<SevVmsa> {
+/// A vCPU's state at entry: the contract's long-mode state at `rip`, with `c` the C-bit mask
+/// and the vCPU's index in RSI.
+fn entry_vmsa(rip: u64, c: u64, vp_index: u16) -> Box<SevVmsa> {
     let seg = |selector, attrib, limit| SevSelector {
         selector,
         attrib,
@@ -205,6 +208,7 @@ fn entry_vmsa(rip: u64, c: u64) -> Box<SevVmsa> {
     v.rip = rip;
     v.rsp = 0;
     v.rdi = PARAM_GPA;
+    v.rsi = u64::from(vp_index);
     v.xcr0 = 1;
     v.pat = 0x0007_0406_0007_0406;
     v.dr6 = 0xffff_0ff0;
@@ -289,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn every_vcpu_gets_the_entry_state_with_its_index() {
+        let file = parsed();
+        let vps: Vec<(u16, u64, u64)> = file
+            .directives()
+            .iter()
+            .filter_map(|d| match d {
+                IgvmDirectiveHeader::SnpVpContext {
+                    gpa,
+                    vp_index,
+                    vmsa,
+                    ..
+                } => Some((*vp_index, *gpa, vmsa.rsi)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(vps.len(), usize::from(MAX_VCPUS));
+        for (i, (vp, gpa, rsi)) in (0u16..).zip(vps) {
+            assert_eq!(
+                (vp, gpa, rsi),
+                (i, VMSA_GPA + u64::from(i) * 4096, u64::from(i))
+            );
+        }
+    }
+
+    #[test]
     fn vmsa_is_the_contract_entry_state() {
         let file = parsed();
         let vmsa = file
@@ -306,7 +335,10 @@ mod tests {
             .expect("VP context of vCPU 0");
         let c = 1u64 << SIM_C_BIT;
         assert_eq!(vmsa.rip, IMAGE_GPA + ENTRY);
-        assert_eq!((vmsa.rsp, vmsa.rdi, vmsa.rflags), (0, PARAM_GPA, 2));
+        assert_eq!(
+            (vmsa.rsp, vmsa.rdi, vmsa.rsi, vmsa.rflags),
+            (0, PARAM_GPA, 0, 2)
+        );
         assert_eq!(vmsa.cr3, PAGE_TABLES_GPA | c);
         assert_eq!(
             (vmsa.cr0, vmsa.cr4, vmsa.efer),
