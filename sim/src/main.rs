@@ -232,6 +232,8 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let mut info = Box::new(BootInfo::new());
 
     fw.exit_boot_services(&mut info)?;
+    // Every exception in the simulator is a bug, and fatal.
+    x86::interrupts::set_handler(|frame| x86::interrupts::fatal(frame));
     let bsp = cpus.into_iter().next().expect("one CPU at least");
     bsp.enter(vm, 0, || {
         let us = (rdtsc() - efi_entry) * 1_000_000 / tsc_hz.max(1);
@@ -245,6 +247,8 @@ struct HostCpu {
     vmcb: &'static mut Vmcb,
     hsave: &'static mut Vmcb,
     state: &'static mut RunState,
+    /// Its GDT, whose TSS holds its own IST stacks.
+    gdt: &'static x86::gdt::Gdt,
 }
 
 impl HostCpu {
@@ -260,17 +264,30 @@ impl HostCpu {
         // The guest starts with the x87/SSE state of reset: FCW 0x37f, MXCSR 0x1f80.
         state.guest_fpu.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
         state.guest_fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        let layout = core::alloc::Layout::new::<x86::gdt::IstStacks>();
+        // SAFETY: the layout has a non-zero size; IstStacks is plain bytes, valid when zeroed.
+        let ist = unsafe { alloc::alloc::alloc_zeroed(layout) } as *const x86::gdt::IstStacks;
+        if ist.is_null() {
+            alloc::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: freshly allocated, initialised (zeroed), never freed.
+        let ist: &'static x86::gdt::IstStacks = unsafe { &*ist };
+        let tss = Box::leak(Box::new(x86::gdt::Tss::new(ist.tops())));
         Self {
             vmcb: Box::leak(Box::new(Vmcb::zeroed())),
             hsave: Box::leak(Box::new(Vmcb::zeroed())),
             state,
+            gdt: Box::leak(Box::new(x86::gdt::Gdt::new(tss))),
         }
     }
 
     /// Runs vCPU `id` on this CPU (after boot services): its GDT/IDT, SVM on, then the vCPU from
     /// its launch state (an AP once its start-up IPI came) until the run ends.
     fn enter(self, vm: &'static Vm, id: u32, first_entry: impl FnOnce()) -> ! {
-        interrupts_init();
+        // SAFETY: this CPU's own GDT and TSS, leaked, loaded once.
+        unsafe { self.gdt.load() };
+        // SAFETY: the GDT and TSS with this CPU's IST stacks were just loaded.
+        unsafe { x86::interrupts::load_idt() };
         // SAFETY: `hsave` is this CPU's page for as long as SVM runs (forever).
         unsafe { svm::enable(self.hsave.address()) };
         let vmsa = if id == 0 {
@@ -338,20 +355,6 @@ fn finish(vm: &Vm, id: u32, stop: Stop, state: Option<vcpu::GuestState>) -> ! {
 fn end(status: ExitStatus) -> ! {
     debug_exit(status);
     halt_forever()
-}
-
-/// The simulator's own GDT, TSS and IDT: every exception in the simulator is a bug and fatal.
-fn interrupts_init() {
-    static IST: x86::gdt::IstStacks = x86::gdt::IstStacks::new();
-    static TSS: spin::Once<x86::gdt::Tss> = spin::Once::new();
-    static GDT: spin::Once<x86::gdt::Gdt> = spin::Once::new();
-    x86::interrupts::set_handler(|frame| x86::interrupts::fatal(frame));
-    let tss = TSS.call_once(|| x86::gdt::Tss::new(IST.tops()));
-    let gdt = GDT.call_once(|| x86::gdt::Gdt::new(tss));
-    // SAFETY: the boot CPU's own GDT and TSS, 'static, loaded once.
-    unsafe { gdt.load() };
-    // SAFETY: the GDT and TSS with this CPU's IST stacks were just loaded.
-    unsafe { x86::interrupts::load_idt() };
 }
 
 fn fail(msg: fmt::Arguments) -> ! {
