@@ -1,23 +1,20 @@
-//! Starting the application processors (APs): every enabled CPU of the MADT gets INIT, then
-//! two start-up IPIs pointing at the real-mode [`trampoline`], a stack of its own and a
-//! [`PerCpu`]; it reports in from [`ap_main`] and then idles. The boot CPU waits for each AP
-//! with a timeout and names those that did not arrive.
-
-mod trampoline;
+//! Starting the application processors (APs): every enabled CPU of the MADT gets a stack of its
+//! own and a [`PerCpu`], and is started through `x86::smp` (INIT, then two start-up IPIs
+//! pointing at the real-mode trampoline); it reports in from [`ap_main`] and then idles. The
+//! boot CPU waits for each AP with a timeout and names those that did not arrive.
 
 use crate::acpi::{self, AcpiError};
-use crate::apic::{self, ApicError};
+use crate::apic;
 use crate::percpu::{self, PerCpu};
 use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::Ordering;
 use handoff::bootinfo::BootInfo;
+use x86::apic::{ICR_INIT, LocalApic, Mode};
+use x86::smp::{ApParams, ApStartError, Trampoline};
 
 /// Size of each application processor's stack.
 const AP_STACK_SIZE: usize = 32 * 1024;
-/// EFER bits: long mode enable, no-execute enable.
-const EFER_LME: u64 = 1 << 8;
-const EFER_NXE: u64 = 1 << 11;
 
 /// Why SMP start-up could not even begin (an AP that does not arrive is not an error here: it
 /// is named in the log and missing from the count).
@@ -26,14 +23,9 @@ pub enum SmpError {
     Acpi(AcpiError),
     /// The running CPU's APIC ID is not among the MADT's enabled CPUs.
     BootCpuNotInMadt(u32),
-    /// The stage reserved no page below 1 MiB for the trampoline, or an unusable one.
-    BadTrampolinePage(u64),
-    /// The trampoline loads CR3 in 32-bit mode.
-    Cr3Above4GiB(u64),
-    /// The INIT/SIPI delays are measured with the TSC.
-    NoTscFrequency,
     OutOfMemory,
-    Ipi(ApicError),
+    /// The trampoline page, the clock, the page tables or an IPI (see `x86::smp`).
+    Start(ApStartError),
 }
 
 impl fmt::Display for SmpError {
@@ -41,17 +33,8 @@ impl fmt::Display for SmpError {
         match self {
             Self::Acpi(e) => write!(f, "{e}"),
             Self::BootCpuNotInMadt(id) => write!(f, "boot CPU (APIC {id}) not in the MADT"),
-            Self::BadTrampolinePage(a) => write!(
-                f,
-                "no usable AP trampoline page (got {a:#x}; need a 4 KiB page below 1 MiB)"
-            ),
-            Self::Cr3Above4GiB(cr3) => write!(
-                f,
-                "CR3 {cr3:#x} is above 4 GiB; the AP trampoline loads it in 32-bit mode"
-            ),
-            Self::NoTscFrequency => write!(f, "TSC frequency unknown: cannot time INIT/SIPI"),
             Self::OutOfMemory => write!(f, "no memory for AP stacks"),
-            Self::Ipi(e) => write!(f, "IPI failed: {e:?}"),
+            Self::Start(e) => write!(f, "{e}"),
         }
     }
 }
@@ -78,11 +61,11 @@ pub fn report() -> Option<Report> {
 /// online` per CPU (from the CPU itself) and `N of M CPUs online`.
 pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
     let tables = acpi::tables(info).map_err(SmpError::Acpi)?;
-    let mode = apic::init_bsp();
-    let bsp_id = apic::id();
-    match mode {
-        apic::Mode::X2Apic => log::debug!("local APIC: x2APIC"),
-        apic::Mode::XApic { base } => log::debug!("local APIC: xAPIC at {base:#x}"),
+    let apic = apic::init_bsp();
+    let bsp_id = apic.id();
+    match apic.mode() {
+        Mode::X2Apic => log::debug!("local APIC: x2APIC"),
+        Mode::XApic { base } => log::debug!("local APIC: xAPIC at {base:#x}"),
     }
     let madt_cpus = &tables.madt.cpus;
     if !madt_cpus.iter().any(|c| c.apic_id == bsp_id) {
@@ -100,7 +83,7 @@ pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
     cpus[0].online.store(true, Ordering::Release);
     log::info!("cpu 0 (apic {bsp_id}) online");
     if cpus.len() > 1 {
-        start_aps(info, &cpus[1..])?;
+        start_aps(info, &apic, &cpus[1..])?;
     }
     let online = cpus
         .iter()
@@ -134,61 +117,37 @@ fn alloc_stack() -> Result<(usize, usize), SmpError> {
 
 /// INIT to every AP, 10 ms, then per AP: parameters, SIPI, 200 us, SIPI, and a wait of up to
 /// 1 s for it to report in. An AP that does not arrive is named and sent INIT again, so that it
-/// cannot start late on the next AP's parameters.
-fn start_aps(info: &BootInfo, aps: &'static [PerCpu]) -> Result<(), SmpError> {
+/// cannot start late on the next AP's parameters (`x86::smp` does so for one that does not
+/// reach [`ap_main`]; the kernel for one that stops on the way to `online`).
+fn start_aps(info: &BootInfo, apic: &LocalApic, aps: &'static [PerCpu]) -> Result<(), SmpError> {
     let hz = info.tsc_hz;
-    if hz == 0 {
-        return Err(SmpError::NoTscFrequency);
-    }
-    let page = info.ap_trampoline;
-    let code = trampoline::code();
-    if page == 0 || !page.is_multiple_of(4096) || page + 4096 > 1 << 20 || code.len() > 4096 {
-        return Err(SmpError::BadTrampolinePage(page));
-    }
-    // SAFETY: reading CR3 has no side effects.
-    let cr3 = unsafe { x86::cr::read_cr3() };
-    if cr3 >> 32 != 0 {
-        return Err(SmpError::Cr3Above4GiB(cr3));
-    }
-    // SAFETY: EFER exists on every x86-64 CPU.
-    let efer = EFER_LME | (unsafe { x86::msr::rdmsr(x86::msr::IA32_EFER) } & EFER_NXE);
-    let base = page as *mut u8;
+    let params = |ap: &PerCpu| ApParams::new(ap.stack.1 as u64, ap_main, ap.index as u64);
     // SAFETY: the stage reserved this page below 1 MiB for us (BOOTLOADER memory, identity
     // mapped); nothing else uses it, and no AP runs from it yet.
-    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), base, code.len()) };
-    let params = base
-        .wrapping_add(trampoline::PARAMS_OFFSET)
-        .cast::<trampoline::Params>();
-
-    let ms = hz / 1000;
+    let mut trampoline =
+        unsafe { Trampoline::install(info.ap_trampoline, hz) }.map_err(SmpError::Start)?;
+    // Every AP runs on this CPU's CR3 and EFER: refuse them before any CPU is reset.
+    params(&aps[0]).check().map_err(SmpError::Start)?;
+    trampoline
+        .send_init(apic, aps.iter().map(|ap| ap.apic_id))
+        .map_err(SmpError::Start)?;
     for ap in aps {
-        apic::send_ipi(ap.apic_id, apic::ICR_INIT, 10 * ms).map_err(SmpError::Ipi)?;
-    }
-    delay(10 * ms);
-    for ap in aps {
-        let p = trampoline::Params {
-            cr3,
-            efer,
-            stack_top: ap.stack.1 as u64,
-            entry: ap_main as *const () as u64,
-            cpu_index: ap.index as u64,
-        };
-        // SAFETY: the parameter block is inside the copied page; the previous AP is past the
-        // trampoline (it reported in, or was sent INIT again), so no CPU reads it now.
-        unsafe { params.write_volatile(p) };
-        let sipi = apic::ICR_STARTUP | (page >> 12) as u32;
-        apic::send_ipi(ap.apic_id, sipi, 10 * ms).map_err(SmpError::Ipi)?;
-        delay(ms / 5);
-        apic::send_ipi(ap.apic_id, sipi, 10 * ms).map_err(SmpError::Ipi)?;
         let t0 = x86::tsc::rdtsc();
+        // SAFETY: the kernel's identity map (this CPU's CR3) maps the kernel image and the
+        // heap; the stack was allocated for this AP alone and is never freed.
+        match unsafe { trampoline.start_ap(apic, ap.apic_id, &params(ap)) } {
+            Ok(()) => {}
+            Err(ApStartError::Timeout) => {
+                log_late(ap);
+                continue;
+            }
+            Err(e) => return Err(SmpError::Start(e)),
+        }
         while !ap.online.load(Ordering::Acquire) {
             if x86::tsc::rdtsc() - t0 > hz {
-                log::error!(
-                    "cpu {} (apic {}) did not come online within 1 s",
-                    ap.index,
-                    ap.apic_id
-                );
-                apic::send_ipi(ap.apic_id, apic::ICR_INIT, 10 * ms).map_err(SmpError::Ipi)?;
+                log_late(ap);
+                apic.send_ipi(ap.apic_id, ICR_INIT, hz / 1000 * 10)
+                    .map_err(|e| SmpError::Start(ApStartError::Ipi(e)))?;
                 break;
             }
             core::hint::spin_loop();
@@ -197,16 +156,17 @@ fn start_aps(info: &BootInfo, aps: &'static [PerCpu]) -> Result<(), SmpError> {
     Ok(())
 }
 
-fn delay(ticks: u64) {
-    let t0 = x86::tsc::rdtsc();
-    while x86::tsc::rdtsc() - t0 < ticks {
-        core::hint::spin_loop();
-    }
+fn log_late(ap: &PerCpu) {
+    log::error!(
+        "cpu {} (apic {}) did not come online within 1 s",
+        ap.index,
+        ap.apic_id
+    );
 }
 
 /// Where each AP arrives from the trampoline, on its own stack, interrupts off. It still runs
-/// on the trampoline page's GDT and with the reset IDTR (no IDT): the per-CPU GDT/TSS and the
-/// shared IDT are to be loaded here once they exist, before anything can fault.
+/// on the trampoline page's GDT and with the reset IDTR (no IDT), so it loads its own GDT/TSS
+/// and the shared IDT first, before anything can fault.
 extern "C" fn ap_main(index: u64) -> ! {
     let Some(cpu) = percpu::table().get(index as usize) else {
         x86::qemu::halt_forever()

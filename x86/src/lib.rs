@@ -4,6 +4,7 @@
 //! pure logic (descriptor encodings, page-table arithmetic) are unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 
+pub mod apic;
 pub mod cr;
 pub mod gdt;
 pub mod idt;
@@ -17,5 +18,6 @@ pub mod qemu;
 #[cfg(all(feature = "rt", not(test), panic = "abort"))]
 pub mod rt;
 pub mod serial;
+pub mod smp;
 pub mod testing;
 pub mod tsc;

@@ -1,31 +1,45 @@
 //! The application processors' start-up code: real mode -> 32-bit protected mode -> long mode
-//! -> `entry(cpu_index)` on a stack of its own.
+//! -> `arrive(arg, entry, &arrived)` (in [`super`]) on a stack of its own.
 //!
 //! The code is position independent: the boot CPU copies it to a page below 1 MiB and sends
 //! SIPI with that page's number, so the AP starts at CS = page << 8, IP = 0. The code finds its
 //! linear base from CS, fills in the GDT pointer and the two far-jump targets itself, and reads
 //! everything else from the [`Params`] block the boot CPU patched at offset 8. It executes no
 //! CPUID or RDMSR (under SEV-ES those would need a #VC handler that does not exist yet): the
-//! EFER value and the CPU index come from memory. One AP at a time runs this code, since the
+//! EFER value and the argument come from memory. One AP at a time runs this code, since the
 //! parameters are per AP.
 
 /// What the boot CPU writes into the copied page before each SIPI, at [`PARAMS_OFFSET`].
+/// The assembly below reads the fields at fixed offsets: keep the order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
     /// Page-table root; the code loads it while in 32-bit mode, so it must be below 4 GiB.
     pub cr3: u64,
-    /// EFER to load: LME, and NXE when the boot CPU uses it.
+    /// EFER to load: LME, and NXE when the page tables use NX.
     pub efer: u64,
     /// Initial RSP, 16-byte aligned.
     pub stack_top: u64,
-    /// `extern "C" fn(cpu_index: u64) -> !`.
+    /// `extern "C" fn(arg: u64) -> !`, passed on to `arrive`.
     pub entry: u64,
-    pub cpu_index: u64,
+    pub arg: u64,
+    /// `super::arrive`, called with (arg, entry, &arrived).
+    pub arrive: u64,
+    /// 0 when written; set to 1 by `arrive` once the AP no longer needs the page's parameters.
+    pub arrived: u64,
 }
 
 /// Offset of [`Params`] in the code: after a 2-byte jump, aligned to 8.
 pub const PARAMS_OFFSET: usize = 8;
+
+// The offsets the assembly uses (`.Lap_params + N`) and the seven quads it reserves.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(Params, cr3) == 0 && offset_of!(Params, efer) == 8);
+    assert!(offset_of!(Params, stack_top) == 16 && offset_of!(Params, entry) == 24);
+    assert!(offset_of!(Params, arg) == 32 && offset_of!(Params, arrive) == 40);
+    assert!(offset_of!(Params, arrived) == 48 && size_of::<Params>() == 7 * 8);
+};
 
 // CR4 in the trampoline: PAE | OSFXSR | OSXMMEXCPT. CR0 for long mode: PG | WP | NE | ET | MP |
 // PE (EM clear), so the SSE code of the precompiled core runs on the AP.
@@ -39,7 +53,7 @@ ap_trampoline_start:
     .byte 0xeb, .Lap_real - ap_trampoline_start - 2
     .balign 8
 .Lap_params:
-    .quad 0, 0, 0, 0, 0
+    .quad 0, 0, 0, 0, 0, 0, 0
 .Lap_gdt:
     .quad 0
     .quad 0x00cf9a000000ffff
@@ -105,8 +119,10 @@ ap_trampoline_start:
     movw %ax, %gs
     movq (.Lap_params + 16 - ap_trampoline_start)(%rbx), %rsp
     movq (.Lap_params + 32 - ap_trampoline_start)(%rbx), %rdi
+    movq (.Lap_params + 24 - ap_trampoline_start)(%rbx), %rsi
+    leaq (.Lap_params + 48 - ap_trampoline_start)(%rbx), %rdx
     xorl %ebp, %ebp
-    callq *(.Lap_params + 24 - ap_trampoline_start)(%rbx)
+    callq *(.Lap_params + 40 - ap_trampoline_start)(%rbx)
     ud2
     .global ap_trampoline_end
 ap_trampoline_end:
@@ -124,7 +140,7 @@ unsafe extern "C" {
 pub fn code() -> &'static [u8] {
     let start = &raw const ap_trampoline_start;
     let end = &raw const ap_trampoline_end;
-    // SAFETY: both symbols delimit the assembly above, in the kernel's text, which is mapped
+    // SAFETY: both symbols delimit the assembly above, in the program's text, which is mapped
     // and never written.
     unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
 }
