@@ -7,7 +7,7 @@
 
 use core::ffi::c_void;
 use core::mem::offset_of;
-use core::ptr::null_mut;
+use core::ptr::{null, null_mut};
 use handoff::bootinfo::{BootInfo, MemoryKind, MemoryRegion};
 use uefi_raw::protocol::file_system::{
     FileAttribute, FileInfo, FileMode, FileProtocolV1, SimpleFileSystemProtocol,
@@ -23,6 +23,10 @@ const ACPI2_GUID: Guid = guid!("8868e871-e4f1-11d3-bc22-0080c73c8881");
 const ACPI1_GUID: Guid = guid!("eb9d2d30-2d88-11d3-9a16-0090273fc14d");
 /// SEV-SNP confidential-computing blob.
 const CC_BLOB_GUID: Guid = guid!("067b1f5f-cf26-44c5-8554-93d777912d42");
+/// EFI_MP_SERVICES_PROTOCOL (UEFI PI specification, volume 2, "MP Services Protocol").
+const MP_SERVICES_GUID: Guid = guid!("3fdda605-a76e-4f46-ad29-12f4531b3d08");
+/// More processors than any firmware reports: bounds the GetProcessorInfo loop.
+const MAX_PROCESSORS: usize = 1 << 16;
 
 /// A UEFI call that failed, and which one. Checks of what a call returned are reported as that
 /// call failing, with the status that describes the problem (e.g. `Read (short)`).
@@ -114,6 +118,45 @@ impl Firmware {
     /// The SEV-SNP CC blob, if the firmware published one.
     pub fn cc_blob(&self) -> Option<u64> {
         self.config_table(&CC_BLOB_GUID)
+    }
+
+    /// The local APIC IDs of the enabled processors, the boot (calling) processor first, from
+    /// the firmware's MP Services protocol: what starting the other processors needs, without
+    /// parsing ACPI tables. Returns how many IDs were written to `out`.
+    ///
+    /// The PI specification requires the protocol on every system with more than one logical
+    /// processor (OVMF always installs it), so `LocateProtocol(MpServices)` failing with
+    /// `NOT_FOUND` means the running processor is the only one. What the firmware reports is
+    /// checked: one boot processor, distinct IDs that fit 32 bits, as many enabled processors
+    /// as it counted, no more than `out` holds (else `BUFFER_TOO_SMALL`).
+    pub fn processors(&self, out: &mut [u32]) -> Result<usize, EfiError> {
+        let mut mp: *mut c_void = null_mut();
+        // SAFETY: LocateProtocol with a GUID, no registration and a valid out-pointer.
+        let s = unsafe { (self.bs().locate_protocol)(&MP_SERVICES_GUID, null(), &mut mp) };
+        if s != Status::SUCCESS {
+            return Err(EfiError("LocateProtocol(MpServices)", s));
+        }
+        if mp.is_null() {
+            return Err(EfiError(
+                "LocateProtocol(MpServices) (no instance)",
+                Status::NOT_FOUND,
+            ));
+        }
+        let mp = mp.cast::<MpServices>();
+        let (mut total, mut enabled) = (0usize, 0usize);
+        // SAFETY: `mp` is the protocol instance the firmware returned, valid while boot services
+        // are up; we run on the boot processor; both out-pointers are valid.
+        let s = unsafe { ((*mp).get_number_of_processors)(mp, &mut total, &mut enabled) };
+        if s != Status::SUCCESS {
+            return Err(EfiError("GetNumberOfProcessors", s));
+        }
+        collect_processors(total, enabled, out, |i| {
+            let mut info = ProcessorInformation::default();
+            // SAFETY: as above; `info` is large enough for the PI 1.7 layout with the extended
+            // information, which the firmware fills only when asked for it.
+            let s = unsafe { ((*mp).get_processor_info)(mp, i, &mut info) };
+            (s == Status::SUCCESS).then_some(info).ok_or(s)
+        })
     }
 
     /// The LoadedImage protocol instance of the running image.
@@ -253,6 +296,95 @@ impl Firmware {
             Status::INVALID_PARAMETER,
         ))
     }
+}
+
+/// The start of EFI_MP_SERVICES_PROTOCOL: the two calls [`Firmware::processors`] makes (the
+/// firmware's table goes on with StartupAllAPs and others, never touched through this view).
+#[repr(C)]
+struct MpServices {
+    get_number_of_processors:
+        unsafe extern "efiapi" fn(*mut MpServices, *mut usize, *mut usize) -> Status,
+    get_processor_info:
+        unsafe extern "efiapi" fn(*mut MpServices, usize, *mut ProcessorInformation) -> Status,
+}
+
+/// EFI_PROCESSOR_INFORMATION, with the PI 1.7 extended location at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcessorInformation {
+    /// The local APIC ID on x86.
+    processor_id: u64,
+    status_flag: u32,
+    location: [u32; 3],
+    extended_location: [u32; 6],
+}
+
+/// StatusFlag: this is the boot processor.
+const PROCESSOR_AS_BSP: u32 = 1 << 0;
+/// StatusFlag: the processor is enabled.
+const PROCESSOR_ENABLED: u32 = 1 << 1;
+
+/// Writes the APIC IDs of the enabled processors among the `total` that `info` describes to
+/// `out`, boot processor first, checking what the firmware said (see [`Firmware::processors`]).
+fn collect_processors(
+    total: usize,
+    enabled: usize,
+    out: &mut [u32],
+    mut info: impl FnMut(usize) -> Result<ProcessorInformation, Status>,
+) -> Result<usize, EfiError> {
+    if total > MAX_PROCESSORS || enabled == 0 || enabled > total {
+        return Err(EfiError(
+            "GetNumberOfProcessors (implausible count)",
+            Status::DEVICE_ERROR,
+        ));
+    }
+    if enabled > out.len() {
+        return Err(EfiError(
+            "GetNumberOfProcessors (more processors than room)",
+            Status::BUFFER_TOO_SMALL,
+        ));
+    }
+    // Slot 0 is kept for the boot processor; the others follow in the firmware's order.
+    let (mut n, mut bsp) = (1, None);
+    for i in 0..total {
+        let p = info(i).map_err(|s| EfiError("GetProcessorInfo", s))?;
+        if p.status_flag & PROCESSOR_ENABLED == 0 {
+            continue;
+        }
+        let bad = |what| Err(EfiError(what, Status::DEVICE_ERROR));
+        let Ok(id) = u32::try_from(p.processor_id) else {
+            return bad("GetProcessorInfo (APIC ID above 32 bits)");
+        };
+        if bsp == Some(id) || out[1..n].contains(&id) {
+            return bad("GetProcessorInfo (two processors with one APIC ID)");
+        }
+        if p.status_flag & PROCESSOR_AS_BSP != 0 {
+            if bsp.is_some() {
+                return bad("GetProcessorInfo (two boot processors)");
+            }
+            bsp = Some(id);
+        } else {
+            if n == enabled {
+                return bad("GetProcessorInfo (more enabled processors than counted)");
+            }
+            out[n] = id;
+            n += 1;
+        }
+    }
+    let Some(bsp) = bsp else {
+        return Err(EfiError(
+            "GetProcessorInfo (no enabled boot processor)",
+            Status::DEVICE_ERROR,
+        ));
+    };
+    if n != enabled {
+        return Err(EfiError(
+            "GetProcessorInfo (fewer enabled processors than counted)",
+            Status::DEVICE_ERROR,
+        ));
+    }
+    out[0] = bsp;
+    Ok(n)
 }
 
 /// Reads the TSC. The intrinsic, not `x86::tsc`: depending on the `x86` crate would link its
@@ -436,6 +568,66 @@ mod tests {
         assert!(name[15..].iter().all(|&c| c == 0));
         let name = ucs2_path("\\sim.cfg").unwrap();
         assert_eq!(name[..9], b"\\sim.cfg\0".map(u16::from));
+    }
+
+    /// Processor `i` of a list: (APIC ID, StatusFlag).
+    fn cpus(list: &[(u64, u32)]) -> impl FnMut(usize) -> Result<ProcessorInformation, Status> {
+        move |i| {
+            list.get(i)
+                .map(|&(id, flags)| ProcessorInformation {
+                    processor_id: id,
+                    status_flag: flags,
+                    ..Default::default()
+                })
+                .ok_or(Status::NOT_FOUND)
+        }
+    }
+
+    const AP: u32 = PROCESSOR_ENABLED | 4;
+    const BSP: u32 = AP | PROCESSOR_AS_BSP;
+
+    #[test]
+    fn processors_boot_cpu_first_disabled_ones_left_out() {
+        let list = [(1, AP), (0, BSP), (2, 4), (300, AP)];
+        let mut out = [0u32; 4];
+        assert_eq!(collect_processors(4, 3, &mut out, cpus(&list)).unwrap(), 3);
+        assert_eq!(out[..3], [0, 1, 300]);
+        let mut one = [0u32; 1];
+        assert_eq!(
+            collect_processors(1, 1, &mut one, cpus(&[(5, BSP)])).unwrap(),
+            1
+        );
+        assert_eq!(one, [5]);
+    }
+
+    #[test]
+    fn processor_lists_that_do_not_add_up_are_refused() {
+        let mut out = [0u32; 8];
+        let mut check = |total, enabled, list: &[(u64, u32)], what: &str| {
+            let e = collect_processors(total, enabled, &mut out, cpus(list)).unwrap_err();
+            assert!(e.0.contains(what), "{} for {list:?}", e.0);
+        };
+        check(2, 2, &[(0, BSP), (0, AP)], "one APIC ID");
+        check(2, 2, &[(0, BSP), (1, BSP)], "two boot processors");
+        check(
+            3,
+            3,
+            &[(0, AP), (1, AP), (2, 4)],
+            "no enabled boot processor",
+        );
+        check(2, 2, &[(0, BSP), (1 << 32, AP)], "above 32 bits");
+        check(
+            3,
+            2,
+            &[(0, BSP), (1, AP), (2, AP)],
+            "more enabled processors",
+        );
+        check(2, 2, &[(0, BSP), (1, 4)], "fewer enabled processors");
+        check(3, 3, &[(0, BSP), (1, AP)], "GetProcessorInfo");
+        check(2, 0, &[], "implausible");
+        check(1, 2, &[], "implausible");
+        check(MAX_PROCESSORS + 1, 1, &[], "implausible");
+        check(9, 9, &[], "more processors than room");
     }
 
     #[test]
