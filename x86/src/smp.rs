@@ -37,7 +37,8 @@
 //! which ends frame-pointer backtraces), with CR3 and EFER as given, CR0 = PG|WP|NE|ET|MP|PE,
 //! CR4 = PAE|OSFXSR|OSXMMEXCPT (SSE works, AVX does not), CS 0x18 and DS/ES/SS 0x10 of the
 //! *trampoline page's GDT*, FS/GS null with base 0, no TSS, the reset IDTR (no IDT: an exception
-//! or NMI before the caller loads its own IDT shuts the CPU down), and its APIC in xAPIC mode.
+//! or NMI before the caller loads its own IDT shuts the CPU down), and its APIC as INIT left it
+//! (xAPIC mode unless the firmware had it in x2APIC mode).
 //! The entry therefore first loads its own GDT/TSS and IDT (e.g. with [`crate::gdt`] and
 //! [`crate::interrupts`]), then calls [`LocalApic::enable_this_cpu`].
 
