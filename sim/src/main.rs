@@ -54,6 +54,7 @@ enum SetupError {
     Options(sim::options::OptionError<'static>),
     Igvm(IgvmError),
     NoVcpu0,
+    ApStart(x86::smp::ApStartError),
 }
 
 impl fmt::Display for SetupError {
@@ -69,6 +70,7 @@ impl fmt::Display for SetupError {
             Self::Options(e) => write!(f, "sim.cfg: {e}"),
             Self::Igvm(e) => write!(f, "guest.igvm: {e}"),
             Self::NoVcpu0 => write!(f, "guest.igvm has no VP context for vCPU 0"),
+            Self::ApStart(e) => write!(f, "starting a host CPU: {e}"),
         }
     }
 }
@@ -174,7 +176,11 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     // SAFETY: two distinct, 2 MiB aligned allocations of `size` bytes that nothing else uses.
     let mem = unsafe { GuestMemory::new(private, shared, size, handoff::launch::SIM_C_BIT) };
 
-    let vp_count = 1u32;
+    // One vCPU per host CPU: vCPU i runs on the CPU the firmware lists i-th (the boot CPU
+    // first), and has APIC ID i.
+    let mut apic_ids = [0u32; handoff::launch::MAX_VCPUS as usize];
+    let vp_count = fw.processors(&mut apic_ids)? as u32;
+    let trampoline = fw.allocate_pages(1, Placement::Below(0x9_ffff))?;
     let mut launch = Launch {
         mem: &mem,
         vmsas: Vec::new(),
@@ -231,14 +237,69 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let cpus: Vec<HostCpu> = (0..vp_count).map(|_| HostCpu::new()).collect();
     let mut info = Box::new(BootInfo::new());
 
+    let ap_stacks: Vec<u64> = (1..vp_count)
+        .map(|_| Box::leak(Box::new(ApStack([0; AP_STACK_SIZE]))).0.as_ptr_range().end as u64)
+        .collect();
+
     fw.exit_boot_services(&mut info)?;
     // Every exception in the simulator is a bug, and fatal.
     x86::interrupts::set_handler(|frame| x86::interrupts::fatal(frame));
-    let bsp = cpus.into_iter().next().expect("one CPU at least");
+    let mut cpus = cpus.into_iter();
+    let bsp = cpus.next().expect("one CPU at least");
+    start_aps(vm, cpus, &apic_ids[1..vp_count as usize], &ap_stacks, trampoline)?;
     bsp.enter(vm, 0, || {
         let us = (rdtsc() - efi_entry) * 1_000_000 / tsc_hz.max(1);
         serial_println!("SIM-LAUNCH efi_to_guest_us={us}");
     })
+}
+
+/// Each application processor's stack (the host side: the simulator's exit handling).
+const AP_STACK_SIZE: usize = 64 * 1024;
+
+#[repr(C, align(16))]
+struct ApStack([u8; AP_STACK_SIZE]);
+
+/// What an application processor takes to its entry.
+struct ApStart {
+    vm: &'static Vm,
+    id: u32,
+    cpu: HostCpu,
+}
+
+/// Starts host CPU i (APIC ID `apic_ids[i - 1]`) for vCPU i, one after the other; each waits in
+/// [`HostCpu::enter`] for its vCPU's start-up IPI.
+fn start_aps(
+    vm: &'static Vm,
+    cpus: impl Iterator<Item = HostCpu>,
+    apic_ids: &[u32],
+    stacks: &[u64],
+    trampoline: u64,
+) -> Result<(), SetupError> {
+    if apic_ids.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: the local APIC of the boot CPU, which the firmware left usable.
+    let apic = unsafe { x86::apic::LocalApic::enable() };
+    // SAFETY: a page below 1 MiB allocated for this before ExitBootServices, identity-mapped
+    // by the firmware's page tables we run on.
+    let mut t = unsafe { x86::smp::Trampoline::install(trampoline, vm.tsc_hz) }
+        .map_err(SetupError::ApStart)?;
+    t.send_init(&apic, apic_ids.iter().copied())
+        .map_err(SetupError::ApStart)?;
+    for (((id, &apic_id), cpu), &stack) in (1u32..).zip(apic_ids).zip(cpus).zip(stacks) {
+        let start = Box::into_raw(Box::new(ApStart { vm, id, cpu })) as u64;
+        let params = x86::smp::ApParams::new(stack, ap_entry, start);
+        // SAFETY: the stack is this AP's only; `ap_entry` takes the ApStart it is given.
+        unsafe { t.start_ap(&apic, apic_id, &params) }.map_err(SetupError::ApStart)?;
+    }
+    Ok(())
+}
+
+/// An application processor's first Rust code: runs its vCPU.
+extern "C" fn ap_entry(arg: u64) -> ! {
+    // SAFETY: `arg` is the ApStart that `start_aps` leaked for this AP, taken once.
+    let start = unsafe { Box::from_raw(arg as *mut ApStart) };
+    start.cpu.enter(start.vm, start.id, || {})
 }
 
 /// What one host CPU needs to run its vCPU: the VMCB, the page VMSAVE/VMLOAD keep its own
