@@ -18,6 +18,7 @@ pub mod off {
     pub const MSRPM_BASE: usize = 0x048;
     pub const ASID: usize = 0x058;
     pub const INT_CTL: usize = 0x060;
+    /// V_INTR_VECTOR: bits 39:32 of the INT_CTL quadword, one byte.
     pub const INT_VECTOR: usize = 0x064;
     pub const INT_STATE: usize = 0x068;
     pub const EXIT_CODE: usize = 0x070;

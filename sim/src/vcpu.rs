@@ -363,6 +363,10 @@ impl Vcpu {
     /// guest is not blocking, else the highest fixed interrupt the guest can take now (when it
     /// cannot, an interrupt window: the VINTR exit comes when it can).
     fn inject_pending(&mut self) {
+        // INIT and SIPI do nothing to a running SEV-ES vCPU (its state is the guest's): only
+        // a vCPU parked in AP reset hold wakes on a SIPI, so those that came meanwhile are lost.
+        self.mailbox.take_init();
+        self.mailbox.take_startup();
         if self.mailbox.take_nmi() {
             self.nmi_pending = true;
         }
@@ -383,7 +387,7 @@ impl Vcpu {
                 self.vmcb.set(off::INT_CTL, INT_CTL_MASKING);
             } else {
                 self.vmcb.set(off::INT_CTL, INT_CTL_MASKING | INT_CTL_WINDOW);
-                self.vmcb.set(off::INT_VECTOR, u64::from(v));
+                self.vmcb.set(off::INT_VECTOR, v);
                 let misc: u32 = self.vmcb.get(off::INTERCEPT_MISC1);
                 self.vmcb.set(off::INTERCEPT_MISC1, misc | misc1::VINTR);
             }
