@@ -1,6 +1,7 @@
-//! x86-64 building blocks shared by the decompressor stage (`boot`) and the kernel.
+//! x86-64 building blocks shared by the freestanding binaries: the decompressor stage (`boot`),
+//! the kernel, the simulator (`sim`) and its test guest.
 //!
-//! Everything here is written once and used by both freestanding binaries; the parts that are
+//! Everything here is written once and used by all of them; the parts that are
 //! pure logic (descriptor encodings, page-table arithmetic) are unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 
