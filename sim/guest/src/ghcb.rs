@@ -14,7 +14,7 @@
 use handoff::launch::{SHARED_ALIAS, SIM_C_BIT};
 use sev::cpuid::{SEV_CPUID_LEAF, SevCpuid};
 use sev::ghcb::Ghcb;
-use sev::hw::{HwGhcb, HwGhcbMsr};
+use sev::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
 use sev::msr_protocol::{self, GhcbMsr, SevInfo};
 use sev::sev_status::{SEV_STATUS_MSR, SevStatus};
 use sev::termination::{GuestReason, TerminationReason};
@@ -35,6 +35,11 @@ static STATE: spin::Mutex<State> = spin::Mutex::new(State {
     cpu: VcPerCpu::new(),
 });
 
+/// What the GHCB MSR holds, as far as this (only) vCPU's transports know: the GHCB GPA is
+/// written once, not before every VMGEXIT (each write is an exit under the simulator). Outside
+/// the lock because [`terminate`] needs it too.
+static MSR_RECORD: GhcbMsrRecord = GhcbMsrRecord::new();
+
 static SEV_INFO: spin::Once<SevInfo> = spin::Once::new();
 static EARLY_SEV_CPUID: spin::Once<[u32; 4]> = spin::Once::new();
 
@@ -51,7 +56,7 @@ fn shared_view() -> *mut Ghcb {
 /// Exclusive use of the GHCB MSR, the GHCB and the #VC core's per-CPU state while a
 /// [`with`] closure runs.
 pub struct Channel<'a> {
-    pub msr: HwGhcbMsr,
+    pub msr: HwGhcbMsr<'a>,
     /// The GHCB through its shared view; `None` before registration.
     pub ghcb: Option<HwGhcb<'a>>,
     pub cpu: &'a mut VcPerCpu,
@@ -64,7 +69,7 @@ impl Channel<'_> {
         // SAFETY: PAGE is 4 KiB, aligned and identity-mapped private; the channel lock (held by
         // whoever has `self`) makes this the only reference to it; CPL 0 in an SEV-ES guest
         // with the GPA registered.
-        unsafe { HwGhcb::new(&mut *page, gpa()) }
+        unsafe { HwGhcb::new(&mut *page, gpa(), &MSR_RECORD) }
     }
 }
 
@@ -79,11 +84,11 @@ pub fn with<R>(f: impl FnOnce(&mut Channel<'_>) -> R) -> R {
     let ghcb = registered.then(|| {
         // SAFETY: the shared alias maps the GHCB's page (it is below 1 GiB) decrypted at its
         // GPA, which is registered and in the GHCB MSR; the lock makes this the only reference.
-        unsafe { HwGhcb::new(&mut *shared_view(), gpa()) }
+        unsafe { HwGhcb::new(&mut *shared_view(), gpa(), &MSR_RECORD) }
     });
     let mut channel = Channel {
         // SAFETY: CPL 0 in an SEV-ES guest; the lock makes this the only GHCB MSR user.
-        msr: unsafe { HwGhcbMsr::new() },
+        msr: unsafe { HwGhcbMsr::new(&MSR_RECORD) },
         ghcb,
         cpu,
     };
@@ -100,7 +105,7 @@ pub fn can_print() -> bool {
 pub fn terminate(reason: TerminationReason) -> ! {
     // SAFETY: CPL 0 in an SEV-ES guest. Whoever else may hold the GHCB MSR never runs again:
     // the termination request is repeated forever.
-    let mut msr = unsafe { HwGhcbMsr::new() };
+    let mut msr = unsafe { HwGhcbMsr::new(&MSR_RECORD) };
     msr_protocol::terminate(&mut msr, reason)
 }
 
@@ -120,7 +125,7 @@ pub fn establish() -> SevInfo {
     }
     let mut state = STATE.lock();
     // SAFETY: CPL 0 in an SEV-ES guest; the lock makes this the only GHCB MSR user.
-    let mut msr = unsafe { HwGhcbMsr::new() };
+    let mut msr = unsafe { HwGhcbMsr::new(&MSR_RECORD) };
     let info = msr_protocol::negotiate(&mut msr).unwrap_or_else(|e| terminate(e.reason().into()));
     if u32::from(info.cbit) != SIM_C_BIT {
         terminate(GuestReason::CpuidLies.into());

@@ -36,9 +36,9 @@ pub fn ghcb_msr() -> Outcome {
     // An MSR-protocol request value that is never sent: only the register is exercised.
     let probe = MsrRequest::SevInfo.encode();
     let (back, restored) = no_vc("WRMSR/RDMSR GHCB", || {
-        // SAFETY: no VMGEXIT happens between the two writes (no #VC is taken here, and the #VC
-        // core writes the GPA to the MSR before each VMGEXIT anyway), so nobody acts on the
-        // probe value; the GPA is back in the MSR before this returns.
+        // SAFETY: no VMGEXIT happens between the two writes (no #VC is taken here), so nobody
+        // acts on the probe value; the GPA is back in the MSR before this returns, which keeps
+        // the channel's record of the MSR (the GPA, or nothing) true.
         unsafe {
             wrmsr(GHCB_MSR, probe);
             let back = rdmsr(GHCB_MSR);
