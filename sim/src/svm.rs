@@ -223,9 +223,12 @@ pub struct RunState {
     pub gprs: Gprs,
     /// Physical address of the guest VMCB.
     pub guest_vmcb: u64,
-    /// Physical address of the page VMSAVE/VMLOAD keep the host's hidden state in.
+    /// Physical address of the page VMSAVE/VMLOAD keep the host's hidden state in (a zeroed
+    /// page before the first [`run`]).
     pub host_vmcb: u64,
     pub guest_fpu: FpuState,
+    /// The host's x87 control word and MXCSR, at their FXSAVE offsets: the only x87/SSE state
+    /// the host keeps across [`run`] (the rest is caller-saved in the SysV ABI).
     pub host_fpu: FpuState,
 }
 
@@ -250,24 +253,49 @@ pub unsafe fn enable(hsave: u64) {
 ///
 /// # Safety
 /// SVM is enabled on this CPU, the guest VMCB is consistent and its intercepts include VMRUN.
+/// `state` is used on this CPU only, and the CPU's FS, GS, TR, LDTR, KernelGsBase and
+/// syscall/sysenter MSRs are the same at every call with it: they are saved at the first call
+/// and restored after each #VMEXIT.
 pub unsafe fn run(state: &mut RunState) {
-    // SAFETY: per the caller; `vmrun_asm` saves and restores every callee-saved register.
+    // SAFETY: per the caller; `vmrun_asm` saves and restores every callee-saved register and
+    // the callee-saved x87/SSE control state.
     unsafe { vmrun_asm(state) }
 }
 
-/// VMRUN with the guest's GPRs and FPU state loaded, VMSAVE/VMLOAD around it for the hidden
-/// state, interrupts off (GIF is cleared by VMRUN's exit anyway; host interrupts are not used).
+/// Offset of the marker in the host page's control area (which VMSAVE and VMLOAD leave alone):
+/// nonzero once the host's hidden state is saved in the page.
+const HOST_SAVED: usize = 0;
+/// Offsets of the x87 control word and of MXCSR in an FXSAVE area.
+const FXSAVE_FCW: usize = 0;
+const FXSAVE_MXCSR: usize = 24;
+
+/// VMRUN with the guest's GPRs and x87/SSE state loaded and VMLOAD/VMSAVE of its hidden state
+/// around it, interrupts off (GIF is cleared by VMRUN's exit anyway; host interrupts are not
+/// used).
+///
+/// Each instruction here costs: QEMU's TCG runs VMSAVE, VMLOAD, FXSAVE and FXRSTOR as helpers
+/// that go through its (just flushed) TLB, about half a microsecond each. So the host keeps
+/// only what it needs: the callee-saved GPRs (pushed), the x87 control word and MXCSR (the
+/// SysV ABI makes XMM and x87 registers caller-saved; after FNINIT the x87 stack is empty, as
+/// the ABI expects at a call) and its hidden state, which does not change under a running
+/// vCPU (see [`run`]) and is saved at the first run only.
 #[unsafe(naked)]
 unsafe extern "C" fn vmrun_asm(state: *mut RunState) {
     naked_asm!(
         "push rbx", "push rbp", "push r12", "push r13", "push r14", "push r15",
         "push rdi",
-        // Host FPU state out, guest FPU state in.
-        "fxsave64 [rdi + {host_fpu}]",
+        // Host x87/SSE control out, guest x87/SSE state in.
+        "fnstcw [rdi + {host_fpu} + {fcw}]",
+        "stmxcsr [rdi + {host_fpu} + {mxcsr}]",
         "fxrstor64 [rdi + {guest_fpu}]",
-        // Host hidden state (FS/GS/TR/LDTR/KernelGsBase/syscall MSRs) out, guest's in.
+        // Host hidden state (FS/GS/TR/LDTR/KernelGsBase/syscall MSRs) out, the first time;
+        // the guest's in.
         "mov rax, [rdi + {host_vmcb}]",
+        "cmp qword ptr [rax + {host_saved}], 0",
+        "jne 2f",
         "vmsave rax",
+        "mov qword ptr [rax + {host_saved}], 1",
+        "2:",
         "mov rax, [rdi + {guest_vmcb}]",
         "vmload rax",
         "mov rbx, [rdi + 0]", "mov rcx, [rdi + 8]", "mov rdx, [rdi + 16]", "mov rsi, [rdi + 24]",
@@ -290,7 +318,9 @@ unsafe extern "C" fn vmrun_asm(state: *mut RunState) {
         "mov rax, [rdi + {host_vmcb}]",
         "vmload rax",
         "fxsave64 [rdi + {guest_fpu}]",
-        "fxrstor64 [rdi + {host_fpu}]",
+        "fninit",
+        "fldcw [rdi + {host_fpu} + {fcw}]",
+        "ldmxcsr [rdi + {host_fpu} + {mxcsr}]",
         "pop rdi",
         "pop r15", "pop r14", "pop r13", "pop r12", "pop rbp", "pop rbx",
         "ret",
@@ -298,6 +328,9 @@ unsafe extern "C" fn vmrun_asm(state: *mut RunState) {
         host_vmcb = const core::mem::offset_of!(RunState, host_vmcb),
         guest_fpu = const core::mem::offset_of!(RunState, guest_fpu),
         host_fpu = const core::mem::offset_of!(RunState, host_fpu),
+        host_saved = const HOST_SAVED,
+        fcw = const FXSAVE_FCW,
+        mxcsr = const FXSAVE_MXCSR,
     )
 }
 
