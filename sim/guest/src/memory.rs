@@ -20,6 +20,13 @@ const C_BIT: u64 = 1 << SIM_C_BIT;
 /// The PML4's GPA, from CR3 at boot (the guest never switches tables).
 static ROOT: AtomicU64 = AtomicU64::new(0);
 
+/// The page of the last RIP [`InsnFetch::fetch`] found mapped (1, not a page address, before
+/// the first). The launch tables never change, so a page found mapped stays mapped, and the
+/// next #VC at that page (a loop of CPUIDs, say) fetches without walking the tables again: a
+/// walk reads a table page per level, and under the simulator every page the #VC handler
+/// touches costs QEMU a nested page walk, its TLB being flushed at each world switch.
+static MAPPED_RIP_PAGE: AtomicU64 = AtomicU64::new(1);
+
 /// Records the launch page tables' root. Call once, before the first #VC.
 pub fn init() {
     // SAFETY: CPL 0; reading CR3 has no side effects (and is not intercepted under SEV-ES).
@@ -98,11 +105,32 @@ impl PageWalk for LaunchMemory {
     }
 }
 
+impl LaunchMemory {
+    /// Whether the page of `rip` is mapped, walking the tables only for another page than last
+    /// time.
+    fn rip_page_mapped(&mut self, rip: u64) -> bool {
+        let page = rip & !(PAGE_4K - 1);
+        if MAPPED_RIP_PAGE.load(Ordering::Relaxed) == page {
+            return true;
+        }
+        let mapped = self.translate(rip).is_some();
+        if mapped {
+            MAPPED_RIP_PAGE.store(page, Ordering::Relaxed);
+        }
+        mapped
+    }
+}
+
 impl InsnFetch for LaunchMemory {
     fn fetch(&mut self, rip: u64, buf: &mut [u8; MAX_INSN_LEN]) -> Result<usize, PageFault> {
         for (n, byte) in buf.iter_mut().enumerate() {
             let va = rip.wrapping_add(n as u64);
-            if (n == 0 || va.is_multiple_of(PAGE_4K)) && self.translate(va).is_none() {
+            let mapped = if n == 0 {
+                self.rip_page_mapped(va)
+            } else {
+                !va.is_multiple_of(PAGE_4K) || self.translate(va).is_some()
+            };
+            if !mapped {
                 if n == 0 {
                     return Err(PageFault {
                         address: va,

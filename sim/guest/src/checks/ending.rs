@@ -1,29 +1,20 @@
-//! Checks selected by name only: the ones that end the run themselves, termination requests
-//! (the simulator exits with status 37 and prints the reason) and INVD (which the #VC core
-//! refuses by terminating), where returning means failing; and the #VC round-trip benchmark.
+//! Checks selected by name only that end the run themselves: termination requests (the
+//! simulator exits with status 37 and prints the reason) and INVD (which the #VC core refuses by
+//! terminating), where returning means failing.
 
 use core::arch::asm;
-use handoff::sim_hypercall::{BENCH_END, BENCH_START};
-use sev::exit_code::ExitCode;
 use sev::msr_protocol;
 use sev::nae;
 use sev::termination::{GuestReason, REASON_SET_GUEST, TerminationReason};
 
-use super::{Outcome, counting};
+use super::Outcome;
 use crate::ghcb;
-use crate::hypercall::vmmcall;
 
 /// The reason code of this guest's own termination requests (reason set 1), far above the codes
 /// `GuestReason` defines so the two never meet: the MSR-protocol request.
 pub const TERMINATE_MSR_CODE: u8 = 0xa5;
 /// As [`TERMINATE_MSR_CODE`], for the GHCB TERM_REQUEST event.
 pub const TERMINATE_GHCB_CODE: u8 = 0xa6;
-
-/// Iterations of the benchmark.
-const BENCH_ITERATIONS: u64 = 20_000;
-/// CPUID subleaves the benchmark cycles through: more than the #VC core's 16-entry CPUID cache
-/// holds, so every iteration misses it and makes a full round trip (#VC, VMGEXIT, IRET).
-const BENCH_SUBLEAVES: u64 = 32;
 
 /// Termination through the GHCB MSR protocol.
 pub fn terminate() -> Outcome {
@@ -56,22 +47,4 @@ pub fn invd() -> Outcome {
     // were it executed, this guest keeps nothing in the caches it would miss.
     unsafe { asm!("invd", options(nostack, preserves_flags)) };
     Err("INVD returned".into())
-}
-
-/// BENCH_START, CPUID round trips, BENCH_END with the iteration count (the simulator prints a
-/// `SIM-BENCH` line).
-pub fn bench() -> Outcome {
-    vmmcall(BENCH_START, 0);
-    let ((), vcs) = counting(|| {
-        for i in 0..BENCH_ITERATIONS {
-            core::hint::black_box(x86::msr::cpuid(0, (i % BENCH_SUBLEAVES) as u32));
-        }
-    });
-    vmmcall(BENCH_END, BENCH_ITERATIONS);
-    vcs.expect(
-        "the benchmark's CPUIDs",
-        ExitCode::Cpuid,
-        BENCH_ITERATIONS..=BENCH_ITERATIONS,
-    )?;
-    Ok(())
 }

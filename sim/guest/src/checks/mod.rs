@@ -4,7 +4,7 @@
 //! Most checks execute an instruction that the simulator must turn into a #VC and assert the
 //! exit code and the number of #VCs it took ([`expect_vcs`]), then what the emulated
 //! instruction returned. The checks in [`BY_NAME_ONLY`] end the run themselves (termination,
-//! a GHCB the simulator must refuse) or are a benchmark: `test=<name>` runs them, `all` does not.
+//! a GHCB the simulator must refuse) or are benchmarks: `test=<name>` runs them, `all` does not.
 
 use alloc::string::String;
 use core::ops::RangeInclusive;
@@ -23,6 +23,7 @@ macro_rules! ensure {
     };
 }
 
+mod bench;
 mod cpuid;
 mod encrypted_ghcb;
 mod ending;
@@ -60,12 +61,13 @@ const ALL: &[(&str, Check)] = &[
     ("encrypted_ghcb", encrypted_ghcb::encrypted_ghcb),
 ];
 
-/// Checks that end the run, and the benchmark: they run only when named.
+/// Checks that end the run, and the benchmarks: they run only when named.
 const BY_NAME_ONLY: &[(&str, Check)] = &[
     ("terminate", ending::terminate),
     ("terminate_ghcb", ending::terminate_ghcb),
     ("invd", ending::invd),
-    ("bench", ending::bench),
+    ("bench", bench::bench),
+    ("bench_raw", bench::bench_raw),
 ];
 
 /// Runs the checks `selection` names (`all` or one name) and returns the run's exit status.
