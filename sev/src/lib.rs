@@ -12,7 +12,9 @@
 //! - the #VC emulation core ([`vc`]),
 //! - the hypervisor side of the protocol ([`host`]),
 //! - the hardware transports a stage uses in a real guest ([`hw`]),
-//! - termination reasons ([`termination`]).
+//! - termination reasons ([`termination`]),
+//! - with the `guest` feature, what IGVM-launched guests share: GHCB bring-up, #VC dispatch,
+//!   interrupt frames and the launch page tables (`guest`).
 //!
 //! Everything a hypervisor returns is treated as attacker input.
 #![cfg_attr(not(test), no_std)]
@@ -22,6 +24,8 @@ pub mod cpuid;
 pub mod exception;
 pub mod exit_code;
 pub mod ghcb;
+#[cfg(all(feature = "guest", target_arch = "x86_64"))]
+pub mod guest;
 pub mod host;
 pub mod hv_features;
 #[cfg(target_arch = "x86_64")]

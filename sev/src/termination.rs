@@ -128,13 +128,20 @@ pub enum GuestReason {
     NestedVc = 0x15,
     /// The guest kernel panicked.
     Panic = 0x16,
+    /// The launch parameters of an IGVM-launched stage (parameter area, memory map, command
+    /// line) are malformed or leave no room for the kernel.
+    LaunchParameters = 0x17,
+    /// The stage could not unpack, check or load the kernel it carries.
+    KernelLoad = 0x18,
+    /// An exception the guest has no handler for (its register dump went to the console).
+    UnexpectedException = 0x19,
 }
 
 impl GuestReason {
     /// The variant with this code, if any.
     pub fn from_code(code: u8) -> Option<Self> {
         use GuestReason::*;
-        const ALL: [GuestReason; 22] = [
+        const ALL: [GuestReason; 25] = [
             UnsupportedExit,
             ExitCodeMismatch,
             UserModeVc,
@@ -157,6 +164,9 @@ impl GuestReason {
             ApCreation,
             NestedVc,
             Panic,
+            LaunchParameters,
+            KernelLoad,
+            UnexpectedException,
         ];
         ALL.into_iter().find(|r| *r as u8 == code)
     }
@@ -168,15 +178,15 @@ mod tests {
 
     #[test]
     fn guest_codes_round_trip_and_are_dense() {
-        for code in 1..=0x16u8 {
-            let r = GuestReason::from_code(code).expect("codes 1..=0x16 are all defined");
+        for code in 1..=0x19u8 {
+            let r = GuestReason::from_code(code).expect("codes 1..=0x19 are all defined");
             assert_eq!(r as u8, code);
             let t = TerminationReason::from(r);
             assert_eq!((t.set(), t.code()), (REASON_SET_GUEST, code));
             assert_eq!(t.guest_reason(), Some(r));
         }
         assert_eq!(GuestReason::from_code(0), None);
-        assert_eq!(GuestReason::from_code(0x17), None);
+        assert_eq!(GuestReason::from_code(0x1a), None);
     }
 
     #[test]

@@ -6,17 +6,15 @@
 //! launch tables' shared alias, `SHARED_ALIAS + GPA`, where the C-bit is clear. Its private view
 //! is never used, except by the check that proves the simulator refuses a GHCB written there.
 //!
-//! Bring-up ([`establish`]) follows the GHCB specification: a CPUID through the MSR protocol
-//! (the early #VC path), SEV information with protocol version 2 in range, GHCB GPA
-//! registration, then the GPA in the GHCB MSR. Every failure terminates with its reason through
+//! Bring-up ([`establish`], through `sev::guest`) follows the GHCB specification: a CPUID
+//! through the MSR protocol (the early #VC path), SEV information with protocol version 2 in
+//! range, GHCB GPA registration, then the GPA in the GHCB MSR. Every failure terminates with its reason through
 //! the MSR protocol, which works at any time.
 
 use handoff::launch::{SHARED_ALIAS, SIM_C_BIT};
-use sev::cpuid::{SEV_CPUID_LEAF, SevCpuid};
 use sev::ghcb::Ghcb;
 use sev::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
-use sev::msr_protocol::{self, GhcbMsr, SevInfo};
-use sev::sev_status::{SEV_STATUS_MSR, SevStatus};
+use sev::msr_protocol::{self, SevInfo};
 use sev::termination::{GuestReason, TerminationReason};
 use sev::vc::VcPerCpu;
 
@@ -112,28 +110,13 @@ pub fn terminate(reason: TerminationReason) -> ! {
 /// Brings the GHCB up (see the module docs) and returns the negotiated SEV information.
 /// Call once, after the IDT and the decoder exist and before anything but CPUID raises #VC.
 pub fn establish() -> SevInfo {
-    let early = x86::msr::cpuid(SEV_CPUID_LEAF, 0);
-    let early = [early.eax, early.ebx, early.ecx, early.edx];
+    let c_bit = SIM_C_BIT as u8;
+    let early = sev::guest::check_sev_cpuid(c_bit).unwrap_or_else(|r| terminate(r));
     EARLY_SEV_CPUID.call_once(|| early);
-    // SAFETY: SEV_STATUS exists in every SEV guest and is read without an exit.
-    let status = SevStatus::from_msr(unsafe { x86::msr::rdmsr(SEV_STATUS_MSR) });
-    if SevCpuid::from_regs(early)
-        .check(status, Some(SIM_C_BIT as u8))
-        .is_err()
-    {
-        terminate(GuestReason::CpuidLies.into());
-    }
     let mut state = STATE.lock();
     // SAFETY: CPL 0 in an SEV-ES guest; the lock makes this the only GHCB MSR user.
     let mut msr = unsafe { HwGhcbMsr::new(&MSR_RECORD) };
-    let info = msr_protocol::negotiate(&mut msr).unwrap_or_else(|e| terminate(e.reason().into()));
-    if u32::from(info.cbit) != SIM_C_BIT {
-        terminate(GuestReason::CpuidLies.into());
-    }
-    if let Err(e) = msr_protocol::register_ghcb(&mut msr, gpa()) {
-        terminate(e.reason().into());
-    }
-    msr.write(gpa());
+    let info = sev::guest::register_ghcb(&mut msr, gpa(), c_bit).unwrap_or_else(|r| terminate(r));
     state.registered = true;
     *SEV_INFO.call_once(|| info)
 }
