@@ -3,7 +3,9 @@
 //! prints the register dump of `x86::interrupts` and ends the run with a failure.
 //!
 //! Everything lives in the stage's image (statics), so it stays mapped whatever page tables
-//! the stage switches to, as long as they map the image.
+//! the stage switches to, as long as they map the image. The IGVM entry installs the same
+//! tables first thing, before anything can raise #VC, and routes every vector to its own
+//! handler (`crate::igvm::handle_exception`).
 
 use x86::gdt::{Gdt, IstStacks, Tss};
 use x86::idt::vector;
@@ -14,7 +16,7 @@ static TSS: spin::Once<Tss> = spin::Once::new();
 static GDT: spin::Once<Gdt> = spin::Once::new();
 
 /// Masks interrupts (the stage uses none; a firmware timer tick would otherwise be fatal) and
-/// installs the stage's GDT, TSS and IDT on the boot CPU.
+/// installs the stage's GDT, TSS and IDT on the boot CPU (once per entry).
 pub fn init() {
     // SAFETY: only clears IF.
     unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
@@ -27,9 +29,12 @@ pub fn init() {
     unsafe { x86::interrupts::load_idt() };
 }
 
-/// The handler for every vector: a #PF the page-fault hook resolves is retried, everything
-/// else is fatal.
+/// The handler for every vector: on the IGVM path, the IGVM path's (#VC); else a #PF the
+/// page-fault hook resolves is retried, everything else is fatal.
 fn handle(frame: &mut InterruptFrame) {
+    if crate::igvm::active() {
+        return crate::igvm::handle_exception(frame);
+    }
     if frame.vector == u64::from(vector::PAGE_FAULT) && page_fault(frame.cr2, frame.error_code) {
         return;
     }

@@ -1,10 +1,13 @@
 //! The decompressor stage: an EFI application that collects what the firmware knows, exits boot
 //! services, unpacks and checks the embedded kernel, loads it and jumps to it with a `BootInfo`.
+//! It has a second entry, [`igvm::_start_igvm`], for a launch from an IGVM file under SEV-ES
+//! (no UEFI); both end in [`start_kernel`].
 #![no_std]
 #![no_main]
 
 mod fw_cfg;
 mod idmap;
+mod igvm;
 mod interrupts;
 
 use efi::Placement;
@@ -38,7 +41,7 @@ impl core::fmt::Display for StageError {
     }
 }
 
-/// The firmware's entry point into the stage.
+/// The firmware's entry point into the stage (the ELF and PE entry).
 #[unsafe(no_mangle)]
 #[allow(clippy::not_unsafe_ptr_arg_deref)] // only the firmware calls this, with valid pointers
 pub extern "efiapi" fn _start(image: Handle, st: *mut SystemTable) -> Status {
@@ -105,7 +108,25 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     interrupts::init();
     idmap::init(info, stage_image).map_err(StageError::Idmap)?;
 
-    // SAFETY: reserved above, exactly `uncompressed_len` bytes, not aliased.
+    start_kernel(info, &header, elf_addr, image_addr, || {
+        let (faults, tables) = idmap::stats();
+        serial_println!("stage: identity map: {faults} faults, {tables} tables");
+    })
+}
+
+/// The part both entries share, once the stage runs on its own descriptor tables with the
+/// memory it reserved mapped: unpacks the embedded kernel into the `header.uncompressed_len`
+/// bytes at `elf_addr`, checks it, loads it into the `header.image_span` bytes at
+/// `image_addr`, records it in `info`, runs `before_jump` (the entry's last words) and jumps
+/// to the kernel with `info` in RDI.
+fn start_kernel(
+    info: &mut BootInfo,
+    header: &Header,
+    elf_addr: u64,
+    image_addr: u64,
+    before_jump: impl FnOnce(),
+) -> Result<core::convert::Infallible, StageError> {
+    // SAFETY: reserved by the caller, exactly `uncompressed_len` bytes, not aliased.
     let elf_buf = unsafe {
         core::slice::from_raw_parts_mut(elf_addr as *mut u8, header.uncompressed_len as usize)
     };
@@ -116,7 +137,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     info.timestamps.decompressed = rdtsc();
     let elf = Elf::parse(elf_buf).map_err(StageError::Elf)?;
     let span = elf.span();
-    // SAFETY: reserved above with `image_span` bytes; `load` checks that the ELF fits.
+    // SAFETY: reserved by the caller with `image_span` bytes; `load` checks that the ELF fits.
     let image = unsafe {
         core::slice::from_raw_parts_mut(image_addr as *mut u8, header.image_span as usize)
     };
@@ -124,11 +145,11 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     info.kernel_start = image_addr;
     info.kernel_len = span;
     serial_println!("stage: kernel loaded at {image_addr:#x} ({span} bytes), entry {entry:#x}");
-    let (faults, tables) = idmap::stats();
-    serial_println!("stage: identity map: {faults} faults, {tables} tables");
+    before_jump();
     info.timestamps.kernel_entry = rdtsc();
+    let info_addr = core::ptr::from_mut(info) as u64;
     // SAFETY: `entry` is the loaded kernel's entry point, which takes the BootInfo in RDI and
-    // never returns; the identity map covers the kernel image and the BootInfo.
+    // never returns; the caller's page tables map the kernel image and the BootInfo.
     unsafe {
         core::arch::asm!("cli", "jmp {entry}", entry = in(reg) entry, in("rdi") info_addr, options(noreturn))
     }
@@ -161,5 +182,11 @@ fn fail(msg: core::fmt::Arguments) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    if igvm::active() {
+        igvm::fail(
+            sev::termination::GuestReason::Panic,
+            format_args!("panic: {info}"),
+        )
+    }
     fail(format_args!("panic: {info}"))
 }

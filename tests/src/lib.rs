@@ -1,6 +1,6 @@
 //! Helpers for the QEMU integration tests: boot the image `cargo xtask test` built (or build it)
-//! with a command line and vCPU count, or run the simulator with its test guest, and look at how
-//! the run ended and what came out of the serial port.
+//! with a command line and vCPU count, or run the simulator with its test guest or the stage's
+//! IGVM file, and look at how the run ended and what came out of the serial port.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -63,11 +63,37 @@ pub fn sim_artifacts() -> (PathBuf, PathBuf) {
         .clone()
 }
 
+/// The stage's IGVM file under test: `SEV_GUEST_IGVM` (set by `cargo xtask test`) or a fresh
+/// debug build, made once per test process.
+pub fn stage_igvm() -> PathBuf {
+    static IGVM: OnceLock<PathBuf> = OnceLock::new();
+    IGVM.get_or_init(|| match std::env::var_os("SEV_GUEST_IGVM") {
+        Some(p) => p.into(),
+        None => {
+            xtask::build::build(Profile::Debug)
+                .expect("build")
+                .stage_igvm
+        }
+    })
+    .clone()
+}
+
 /// Runs the simulator on `cpus` vCPUs with its test guest, the guest command line `cmdline`
 /// and the simulator options `sim_options` (`sim.cfg`); the serial log is
 /// target/test-logs/sim-`name`.log.
 pub fn sim_run(name: &str, cpus: u32, cmdline: &str, sim_options: &str) -> Outcome {
-    let (efi, guest_igvm) = sim_artifacts();
+    sim_run_guest(name, sim_artifacts().1, cpus, cmdline, sim_options)
+}
+
+/// [`sim_run`] with another guest: the IGVM file `guest_igvm` (e.g. [`stage_igvm`]).
+pub fn sim_run_guest(
+    name: &str,
+    guest_igvm: PathBuf,
+    cpus: u32,
+    cmdline: &str,
+    sim_options: &str,
+) -> Outcome {
+    let (efi, _) = sim_artifacts();
     let files = SimFiles {
         guest_igvm,
         options: sim_options.into(),

@@ -1,5 +1,5 @@
-//! `cargo xtask build`: kernel ELF -> LZ4 payload -> embedded into the stage -> PE32+ EFI image;
-//! and the simulator: its ELF -> PE32+ EFI image, its test guest's ELF -> SEV-ES IGVM file.
+//! `cargo xtask build`: kernel ELF -> LZ4 payload -> embedded into the stage -> PE32+ EFI image
+//! and, entered at the stage's IGVM entry, an SEV-ES IGVM file for the simulator; and the simulator: its ELF -> PE32+ EFI image, its test guest's ELF -> SEV-ES IGVM file.
 //!
 //! The freestanding binaries are built for the host triple with the flags below (see
 //! README "Building freestanding on the linux-gnu target"). Naming `--target` explicitly keeps
@@ -60,7 +60,12 @@ pub struct Artifacts {
     pub stage_elf: PathBuf,
     /// The bootable EFI application.
     pub efi: PathBuf,
+    /// The stage as an SEV-ES IGVM file for the simulator, entered at `_start_igvm`.
+    pub stage_igvm: PathBuf,
 }
+
+/// The stage's IGVM entry symbol (`boot/src/igvm/mod.rs`).
+const STAGE_IGVM_ENTRY: &str = "_start_igvm";
 
 /// `cargo <subcommand>` for the freestanding `packages` with `features` (`package/feature`),
 /// with their target and flags.
@@ -105,7 +110,7 @@ fn cargo_build(
     Ok(target_dir().join(format!("freestanding/{TARGET}/{}/{package}", profile.dir())))
 }
 
-/// Builds kernel and stage and writes the EFI image.
+/// Builds kernel and stage and writes the EFI image and the stage's IGVM file.
 pub fn build(profile: Profile) -> Result<Artifacts> {
     let kernel_elf = cargo_build("kernel", &[], profile, &[])?;
     let elf = std::fs::read(&kernel_elf).map_err(|e| format!("{}: {e}", kernel_elf.display()))?;
@@ -118,14 +123,23 @@ pub fn build(profile: Profile) -> Result<Artifacts> {
     std::fs::write(&payload, handoff::payload::pack(&elf, &compressed, span))
         .map_err(|e| e.to_string())?;
     let stage_elf = cargo_build("boot", &[], profile, &[("KERNEL_PAYLOAD", &payload)])?;
-    let pe = crate::elf2efi::elf_to_efi(&std::fs::read(&stage_elf).map_err(|e| e.to_string())?)?;
+    let stage = std::fs::read(&stage_elf).map_err(|e| e.to_string())?;
     let efi = out_dir.join("sev-guest.efi");
-    std::fs::write(&efi, pe).map_err(|e| e.to_string())?;
+    std::fs::write(&efi, crate::elf2efi::elf_to_efi(&stage)?).map_err(|e| e.to_string())?;
+    let entry = crate::igvm::symbol_address(&stage, STAGE_IGVM_ENTRY)?;
+    let igvm = crate::igvm::build_sev_es(
+        &stage,
+        crate::igvm::Entry::At(entry),
+        handoff::launch::SIM_C_BIT,
+    )?;
+    let stage_igvm = out_dir.join("sev-guest.igvm");
+    std::fs::write(&stage_igvm, igvm).map_err(|e| e.to_string())?;
     Ok(Artifacts {
         kernel_elf,
         payload,
         stage_elf,
         efi,
+        stage_igvm,
     })
 }
 
@@ -161,7 +175,11 @@ pub fn build_sim(profile: Profile) -> Result<SimArtifacts> {
     write(&sim_efi, crate::elf2efi::elf_to_efi(&read(&sim_elf)?)?)?;
     let guest_elf = cargo_build("simguest", &[], profile, &[])?;
     let guest_igvm = out_dir.join("simguest.igvm");
-    let igvm = crate::igvm::build_sev_es(&read(&guest_elf)?, handoff::launch::SIM_C_BIT)?;
+    let igvm = crate::igvm::build_sev_es(
+        &read(&guest_elf)?,
+        crate::igvm::Entry::Elf,
+        handoff::launch::SIM_C_BIT,
+    )?;
     write(&guest_igvm, igvm)?;
     Ok(SimArtifacts {
         sim_elf,

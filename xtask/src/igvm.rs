@@ -66,9 +66,29 @@ const _: () = {
 /// within the 52 bits of a physical address.
 const C_BIT_RANGE: core::ops::RangeInclusive<u32> = 32..=51;
 
-/// Builds the IGVM file (SEV-ES platform) launching the static-PIE `elf` with the C-bit at
-/// position `c_bit`.
-pub fn build_sev_es(elf: &[u8], c_bit: u32) -> Result<Vec<u8>> {
+/// Where the vCPUs start in the guest ELF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// The ELF entry point (the simulator's test guest).
+    Elf,
+    /// This link-time address (an entry symbol other than the ELF's, found with
+    /// [`symbol_address`]: the stage, whose ELF entry is its EFI entry).
+    At(u64),
+}
+
+/// The link-time address of the symbol `name` in `elf`'s symbol table.
+pub fn symbol_address(elf: &[u8], name: &str) -> Result<u64> {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(elf).map_err(|e| format!("guest ELF: {e}"))?;
+    file.symbols()
+        .find(|s| s.name() == Ok(name) && s.is_definition())
+        .map(|s| s.address())
+        .ok_or_else(|| format!("guest ELF: no symbol `{name}`"))
+}
+
+/// Builds the IGVM file (SEV-ES platform) launching the static-PIE `elf` at `entry` with the
+/// C-bit at position `c_bit`.
+pub fn build_sev_es(elf: &[u8], entry: Entry, c_bit: u32) -> Result<Vec<u8>> {
     if !C_BIT_RANGE.contains(&c_bit) {
         return Err(format!(
             "C-bit position {c_bit} outside {}..={}",
@@ -85,9 +105,19 @@ pub fn build_sev_es(elf: &[u8], c_bit: u32) -> Result<Vec<u8>> {
         ));
     }
     let mut image = vec![0u8; elf.span() as usize];
-    let entry = elf
+    let elf_entry = elf
         .load(&mut image, IMAGE_GPA)
         .map_err(|e| format!("guest ELF: {e}"))?;
+    let entry = match entry {
+        Entry::Elf => elf_entry,
+        Entry::At(at) if at < elf.span() => IMAGE_GPA + at,
+        Entry::At(at) => {
+            return Err(format!(
+                "entry {at:#x} outside the guest image ({:#x} bytes)",
+                elf.span()
+            ));
+        }
+    };
 
     let mut directives = Vec::new();
     let gdt: Vec<u8> = GDT.iter().flat_map(|d| d.to_le_bytes()).collect();
@@ -259,7 +289,7 @@ mod tests {
     }
 
     fn parsed() -> IgvmFile {
-        let bytes = build_sev_es(&tiny_elf(), SIM_C_BIT).expect("build");
+        let bytes = build_sev_es(&tiny_elf(), Entry::Elf, SIM_C_BIT).expect("build");
         IgvmFile::new_from_binary(&bytes, None).expect("parse back")
     }
 
@@ -438,14 +468,46 @@ mod tests {
         assert_eq!((insert.gpa, insert.parameter_area_index), (PARAM_GPA, 0));
     }
 
+    /// RIP of vCPU `vp`'s VMSA.
+    fn rip_of(file: &IgvmFile, vp: u16) -> u64 {
+        file.directives()
+            .iter()
+            .find_map(|d| match d {
+                IgvmDirectiveHeader::SnpVpContext { vp_index, vmsa, .. } if *vp_index == vp => {
+                    Some(vmsa.rip)
+                }
+                _ => None,
+            })
+            .expect("VP context")
+    }
+
+    #[test]
+    fn entry_other_than_the_elf_entry_is_used_by_every_vcpu() {
+        let bytes = build_sev_es(&tiny_elf(), Entry::At(0x1008), SIM_C_BIT).expect("build");
+        let file = IgvmFile::new_from_binary(&bytes, None).expect("parse back");
+        for vp in 0..MAX_VCPUS {
+            assert_eq!(rip_of(&file, vp), IMAGE_GPA + 0x1008);
+        }
+        assert_eq!(rip_of(&parsed(), 0), IMAGE_GPA + ENTRY);
+        let e = build_sev_es(&tiny_elf(), Entry::At(0x4000), SIM_C_BIT).unwrap_err();
+        assert!(e.contains("outside the guest image"), "{e}");
+        assert!(
+            symbol_address(&tiny_elf(), "_start").is_err(),
+            "no symbol table"
+        );
+    }
+
     #[test]
     fn bad_input_is_refused() {
-        assert!(build_sev_es(&tiny_elf(), 31).is_err(), "C-bit inside 4 GiB");
-        assert!(build_sev_es(&tiny_elf(), 52).is_err());
-        assert!(build_sev_es(b"not an elf", SIM_C_BIT).is_err());
+        assert!(
+            build_sev_es(&tiny_elf(), Entry::Elf, 31).is_err(),
+            "C-bit inside 4 GiB"
+        );
+        assert!(build_sev_es(&tiny_elf(), Entry::Elf, 52).is_err());
+        assert!(build_sev_es(b"not an elf", Entry::Elf, SIM_C_BIT).is_err());
         let mut huge = tiny_elf();
         huge[104..112].copy_from_slice(&(4 * GIB).to_le_bytes()); // memsz of the PT_LOAD
-        let e = build_sev_es(&huge, SIM_C_BIT).unwrap_err();
+        let e = build_sev_es(&huge, Entry::Elf, SIM_C_BIT).unwrap_err();
         assert!(e.contains("more than the private memory"), "{e}");
     }
 }

@@ -13,10 +13,11 @@ use xtask::qemu::{self, RunConfig, SimFiles};
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
   build [--release]                 build the EFI image (target/image/<profile>/sev-guest.efi)
-  run   [--release] [--platform plain|sev-es-sim] [--sim-options \"...\"] [--cpus N]
-        [--memory MIB] [--cmdline \"...\"] [--timeout SECS] [--gdb]
+  run   [--release] [--platform plain|sev-es-sim] [--guest simguest|kernel]
+        [--sim-options \"...\"] [--cpus N] [--memory MIB] [--cmdline \"...\"] [--timeout SECS] [--gdb]
                                     boot it under QEMU TCG + OVMF, serial on stdio; with
-                                    sev-es-sim, the simulator running its test guest instead
+                                    sev-es-sim, the simulator running its test guest instead, or
+                                    with --guest kernel the stage's IGVM file (stage + kernel)
                                     (--sim-options: sim.cfg, e.g. \"mem=256 trace\"; --cmdline:
                                     the guest's; memory default 2048 MiB)
   test  [--release] [--fuzz]        host unit tests, in-kernel suite on 1 and 4 vCPUs, integration
@@ -168,8 +169,17 @@ fn dispatch(cmd: &str, mut args: Args) -> Result<()> {
 enum Platform {
     /// The kernel directly on QEMU + OVMF.
     Plain,
-    /// The SEV-ES simulator running its test guest.
+    /// The SEV-ES simulator running a guest.
     SevEsSim,
+}
+
+/// The simulator's guest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SimGuest {
+    /// Its own test guest (`sim/guest`).
+    TestGuest,
+    /// The stage's IGVM file: the stage, which starts the kernel.
+    Kernel,
 }
 
 fn run(profile: Profile, mut args: Args) -> Result<()> {
@@ -185,6 +195,18 @@ fn run(profile: Profile, mut args: Args) -> Result<()> {
     let sim_options = args.value("--sim-options")?;
     if platform == Platform::Plain && sim_options.is_some() {
         return Err("--sim-options needs --platform sev-es-sim".into());
+    }
+    let guest = match args.value("--guest")?.as_deref() {
+        None | Some("simguest") => SimGuest::TestGuest,
+        Some("kernel") => SimGuest::Kernel,
+        Some(other) => {
+            return Err(format!(
+                "--guest: `{other}` is neither `simguest` nor `kernel`"
+            ));
+        }
+    };
+    if platform == Platform::Plain && guest != SimGuest::TestGuest {
+        return Err("--guest needs --platform sev-es-sim".into());
     }
     let cpus = args.number("--cpus", 1)?;
     let default_memory = match platform {
@@ -216,11 +238,18 @@ fn run(profile: Profile, mut args: Args) -> Result<()> {
         }
         Platform::SevEsSim => {
             let a = build_sim(profile)?;
+            let (guest_elf, guest_igvm) = match guest {
+                SimGuest::TestGuest => (a.guest_elf, a.guest_igvm),
+                SimGuest::Kernel => {
+                    let k = build(profile)?;
+                    (k.stage_elf, k.stage_igvm)
+                }
+            };
             if gdb {
                 // While the guest runs, the gdb stub shows its (L2) state.
                 println!(
                     "  gdb -ex 'target remote :1234' -ex 'add-symbol-file {} -o {:#x}'",
-                    a.guest_elf.display(),
+                    guest_elf.display(),
                     handoff::launch::IMAGE_GPA
                 );
                 println!(
@@ -229,7 +258,7 @@ fn run(profile: Profile, mut args: Args) -> Result<()> {
                 );
             }
             let files = SimFiles {
-                guest_igvm: a.guest_igvm,
+                guest_igvm,
                 options: sim_options.unwrap_or_default(),
             };
             (a.sim_efi, Some(files))

@@ -2,7 +2,8 @@
 //!
 //! 1. host unit tests of the host-testable crates (`cargo test`),
 //! 2. the in-kernel suite (`test=all`) booted in QEMU with 1 and with 4 vCPUs,
-//! 3. the kernel's QEMU integration tests in `tests/`,
+//! 3. the kernel's QEMU integration tests in `tests/` (among them the stage's IGVM entry on the
+//!    simulator, `stage_igvm.rs`),
 //! 4. the simulator's integration tests (`tests/tests/sim.rs`) with its test guest,
 //! 5. with `--fuzz`, a bounded run of every fuzz target.
 //!
@@ -161,10 +162,22 @@ pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
     for cpus in [1, 4] {
         kernel_suite(&mut tally, &a.efi, &fw, cpus)?;
     }
-    let env = [
+    // The simulator is built before the kernel's integration tests: `stage_igvm.rs` boots the
+    // stage's IGVM file on it.
+    let sim = build_sim(profile).map(|s| {
+        [
+            ("SEV_SIM_EFI", s.sim_efi.display().to_string()),
+            ("SEV_SIM_GUEST_IGVM", s.guest_igvm.display().to_string()),
+        ]
+    });
+    let mut env = vec![
         ("SEV_GUEST_EFI", a.efi.display().to_string()),
         ("SEV_GUEST_PAYLOAD", a.payload.display().to_string()),
+        ("SEV_GUEST_IGVM", a.stage_igvm.display().to_string()),
     ];
+    if let Ok(sim_env) = &sim {
+        env.extend(sim_env.iter().cloned());
+    }
     let kernel_targets = kernel_test_targets()?;
     let mut args = vec!["-p", "tests"];
     for t in &kernel_targets {
@@ -172,19 +185,13 @@ pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
     }
     args.extend(["--", "--test-threads=2"]);
     cargo_test(&mut tally, "integration tests", &args, &env)?;
-    match build_sim(profile) {
-        Ok(s) => {
-            let env = [
-                ("SEV_SIM_EFI", s.sim_efi.display().to_string()),
-                ("SEV_SIM_GUEST_IGVM", s.guest_igvm.display().to_string()),
-            ];
-            cargo_test(
-                &mut tally,
-                "simulator integration tests",
-                &["-p", "tests", "--test", SIM_TESTS, "--", "--test-threads=2"],
-                &env,
-            )?;
-        }
+    match sim {
+        Ok(env) => cargo_test(
+            &mut tally,
+            "simulator integration tests",
+            &["-p", "tests", "--test", SIM_TESTS, "--", "--test-threads=2"],
+            &env,
+        )?,
         Err(e) => tally.add("simulator build", false, &format!(": {e}")),
     }
     if fuzz {
