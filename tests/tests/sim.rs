@@ -5,15 +5,21 @@
 //! reason), the benchmarks and a trace.
 
 use tests::{expect_failure, expect_status, expect_success, sim_run};
-use xtask::qemu::{EXIT_GUEST_TERMINATED, Outcome};
+use xtask::qemu::{EXIT_GUEST_TERMINATED, EXIT_SIM_ERROR, Outcome};
 
 /// The counters of vCPU 0's `SIM-COUNTERS` line, as `(name, value)`.
 fn counters(out: &Outcome) -> Vec<(String, u64)> {
+    vcpu_counters(out, 0)
+}
+
+/// The counters of vCPU `vcpu`'s `SIM-COUNTERS` line, as `(name, value)`.
+fn vcpu_counters(out: &Outcome, vcpu: u32) -> Vec<(String, u64)> {
+    let prefix = format!("SIM-COUNTERS vcpu={vcpu} ");
     let line = out
         .serial
         .lines()
-        .find_map(|l| l.trim().strip_prefix("SIM-COUNTERS vcpu=0 "))
-        .unwrap_or_else(|| panic!("no SIM-COUNTERS line for vCPU 0 in:\n{}", out.serial));
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no SIM-COUNTERS line for vCPU {vcpu} in:\n{}", out.serial));
     line.split_whitespace()
         .filter_map(|w| w.split_once('='))
         .map(|(k, v)| {
@@ -307,5 +313,82 @@ fn trace_prints_every_vmgexit() {
         counter(&out, "vmgexit.nae.cpuid"),
         "one trace line per CPUID event:\n{}",
         out.serial
+    );
+}
+
+/// The counter `name` of vCPU `vcpu` (0 when left out).
+fn vcpu_counter(out: &Outcome, vcpu: u32, name: &str) -> u64 {
+    vcpu_counters(out, vcpu)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map_or(0, |(_, v)| v)
+}
+
+#[test]
+fn aps_start_park_in_reset_hold_and_wake_on_4_vcpus() {
+    let out = sim_run("smp", 4, "test=smp", "");
+    expect_success(&out, "TEST smp PASS");
+    expect_success(&out, "sim: guest: 256 MiB, 4 vCPU(s)");
+    for ap in 1..4 {
+        // One park at start-up and one after each of the 10 wake-ups, alternating the MSR
+        // protocol's reset hold (first) and the GHCB's AP_HLT_LOOP.
+        let (hold, hlt_loop) = (
+            vcpu_counter(&out, ap, "vmgexit.msr.ap_reset_hold"),
+            vcpu_counter(&out, ap, "vmgexit.nae.ap_hlt_loop"),
+        );
+        assert!(
+            hold >= 6 && hlt_loop >= 5,
+            "vCPU {ap}: {hold} reset holds, {hlt_loop} AP_HLT_LOOPs:\n{}",
+            out.serial
+        );
+        assert_eq!(
+            vcpu_counter(&out, ap, "vc_delivered"),
+            0,
+            "APs never raise #VC"
+        );
+    }
+    assert!(
+        counter(&out, "vmgexit.nae.msr") >= 2 * 3 * 11,
+        "INIT and SIPI are ICR writes through the GHCB:\n{}",
+        out.serial
+    );
+}
+
+#[test]
+fn an_nmi_ipi_to_self_is_delivered() {
+    let out = check("nmi_ipi", &["vmgexit.nae.msr", "vmgexit.nae.nmi_complete"]);
+    assert_eq!(counter(&out, "nmi_injected"), 1, "{}", out.serial);
+}
+
+#[test]
+fn a_fixed_ipi_waits_for_the_interrupt_window() {
+    check("fixed_ipi", &["vmgexit.nae.msr"]);
+}
+
+#[test]
+fn a_vc_that_cannot_be_delivered_becomes_a_double_fault() {
+    let out = sim_run("vc_double_fault", 1, "test=vc_double_fault", "");
+    expect_success(&out, "TEST vc_double_fault PASS");
+}
+
+#[test]
+fn a_double_fault_that_cannot_be_delivered_shuts_the_guest_down() {
+    let out = sim_run("triple_fault", 1, "test=triple_fault", "");
+    expect_status(
+        &out,
+        EXIT_SIM_ERROR,
+        "guest triple fault: delivering vector 29 failed (vector 29 is beyond the IDT limit), \
+         then delivering #DF failed (vector 8 is beyond the IDT limit): shutdown",
+    );
+    expect_status(&out, EXIT_SIM_ERROR, "sim: vcpu 0 state: RIP=");
+}
+
+#[test]
+fn an_undefined_msr_protocol_request_ends_the_run() {
+    let out = sim_run("bad_msr_request", 1, "test=bad_msr_request", "");
+    expect_status(
+        &out,
+        EXIT_SIM_ERROR,
+        "sim: error: vcpu 0: invalid GHCB MSR protocol request 0xfff",
     );
 }

@@ -34,11 +34,34 @@ pub fn nmis() -> u64 {
     NMIS.load(Ordering::Acquire)
 }
 
+/// The vector of the fixed IPIs the SMP checks send to themselves.
+pub const IPI_VECTOR: u8 = 0x40;
+/// Fixed IPIs handled so far.
+static IPIS: AtomicU64 = AtomicU64::new(0);
+
+/// Fixed IPIs handled so far.
+pub fn ipis() -> u64 {
+    IPIS.load(Ordering::Acquire)
+}
+
+/// x2APIC EOI register.
+const X2APIC_EOI: u32 = 0x80b;
+
 fn handle(frame: &mut InterruptFrame) {
     match frame.vector as u8 {
         vector::VMM_COMMUNICATION => crate::vc::handle(frame),
         vector::NMI => {
             NMIS.fetch_add(1, Ordering::AcqRel);
+        }
+        vector::DOUBLE_FAULT => {
+            crate::checks::double_fault();
+            fatal(frame)
+        }
+        IPI_VECTOR => {
+            IPIS.fetch_add(1, Ordering::AcqRel);
+            // SAFETY: the x2APIC EOI write (a #VC the #VC handler emulates); the checks enable
+            // interrupts only where they do not hold the GHCB.
+            unsafe { x86::msr::wrmsr(X2APIC_EOI, 0) };
         }
         _ => fatal(frame),
     }

@@ -26,6 +26,8 @@ macro_rules! ensure {
 mod bench;
 mod cpuid;
 mod encrypted_ghcb;
+mod faults;
+pub use faults::double_fault;
 mod ending;
 mod instructions;
 mod ioio;
@@ -34,6 +36,7 @@ mod msr_protocol;
 mod msrs;
 mod nae_events;
 mod nmi;
+mod smp;
 mod vmmcall;
 
 /// Ok, or why the check failed.
@@ -58,6 +61,8 @@ const ALL: &[(&str, Check)] = &[
     ("vmmcall", vmmcall::vmmcall),
     ("nae_events", nae_events::nae_events),
     ("nmi", nmi::nmi),
+    ("nmi_ipi", smp::nmi_ipi),
+    ("fixed_ipi", smp::fixed_ipi),
     ("encrypted_ghcb", encrypted_ghcb::encrypted_ghcb),
 ];
 
@@ -68,6 +73,10 @@ const BY_NAME_ONLY: &[(&str, Check)] = &[
     ("invd", ending::invd),
     ("bench", bench::bench),
     ("bench_raw", bench::bench_raw),
+    ("smp", smp::smp),
+    ("vc_double_fault", faults::vc_double_fault),
+    ("triple_fault", faults::triple_fault),
+    ("bad_msr_request", faults::bad_msr_request),
 ];
 
 /// Runs the checks `selection` names (`all` or one name) and returns the run's exit status.
