@@ -4,11 +4,12 @@
 //! parameter area, and unpacks, loads and jumps to the kernel, with 1 and with 4 vCPUs (the APs
 //! stay in the launch state: nothing wakes them yet).
 //!
-//! The kernel has no SEV-ES support yet (issue 5): its first #VC cannot be delivered through
-//! its descriptor tables, so the simulator ends the run right after the jump with its error
-//! status and a `sim: error:` line. That is what these tests assert after the stage's own
-//! lines. With issue 5 the kernel runs on, and these tests assert its `ready` and success exit
-//! instead.
+//! The kernel has no SEV-ES support yet (issue 5): right after the jump its serial set-up still
+//! goes through the stage's IDT and GHCB, but the first #VC after it installs its own
+//! descriptor tables cannot be delivered, so the simulator ends the run with its error status
+//! and a `sim: error:` line. That is what these tests assert after the stage's own lines. With
+//! issue 5 the kernel handles #VC itself and runs on, and these tests assert its `ready` and
+//! its success exit instead.
 
 use tests::{expect_status, sim_run_guest, stage_igvm};
 use xtask::qemu::EXIT_SIM_ERROR;
