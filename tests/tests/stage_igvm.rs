@@ -12,7 +12,7 @@
 //! its success exit instead.
 
 use tests::{expect_status, sim_run_guest, stage_igvm};
-use xtask::qemu::EXIT_SIM_ERROR;
+use xtask::qemu::{EXIT_GUEST_TERMINATED, EXIT_SIM_ERROR};
 
 /// Boots the stage's IGVM file on `cpus` vCPUs with a command line and checks every line the
 /// stage prints, in order, then the simulator's end of the run.
@@ -56,4 +56,23 @@ fn stage_reaches_the_kernel_with_1_vcpu() {
 #[test]
 fn stage_reaches_the_kernel_with_4_vcpus() {
     stage_reaches_the_kernel(4);
+}
+
+/// Launch parameters the stage cannot use end in a termination request with the stage's own
+/// reason and message, not in a hang: here a command line longer than the `BootInfo` holds
+/// (the IGVM parameter area allows 4 KiB).
+#[test]
+fn unusable_launch_parameters_end_in_a_termination_request() {
+    let cmdline = "x".repeat(handoff::bootinfo::MAX_CMDLINE + 1);
+    let out = sim_run_guest("stage-igvm-long-cmdline", stage_igvm(), 1, &cmdline, "");
+    expect_status(
+        &out,
+        EXIT_GUEST_TERMINATED,
+        &format!(
+            "stage: error: the command line has {} bytes, at most {} fit",
+            cmdline.len(),
+            handoff::bootinfo::MAX_CMDLINE
+        ),
+    );
+    expect_status(&out, EXIT_GUEST_TERMINATED, "(LaunchParameters)");
 }
