@@ -28,8 +28,8 @@ fn sidt() -> Idtr {
 }
 
 /// # Safety
-/// `r` describes an IDT whose gates the guest can live with.
-unsafe fn lidt(r: &Idtr) {
+/// `r` points to an IDTR describing an IDT whose gates the guest can live with.
+unsafe fn lidt(r: *const Idtr) {
     // SAFETY: per the caller.
     unsafe { asm!("lidt [{}]", in(reg) r, options(nostack, readonly)) };
 }
@@ -60,7 +60,7 @@ pub fn double_fault() {
         return;
     }
     // SAFETY: the IDTR saved before it was shortened.
-    unsafe { lidt(&*(&raw const SAVED_IDTR)) };
+    unsafe { lidt(&raw const SAVED_IDTR) };
     x86::serial::force_unlock();
     x86::serial_println!("TEST vc_double_fault PASS");
     x86::serial_println!("1 passed, 0 failed");
