@@ -148,9 +148,11 @@ fn deliver(
         &mut frame[1..]
     };
     let new_rsp = (stack & !0xf).wrapping_sub(8 * words.len() as u64);
-    for (i, w) in words.iter().enumerate() {
-        mem.write_virt_u64(cr3, new_rsp.wrapping_add(8 * i as u64), *w)?;
+    let mut bytes = [0u8; 48];
+    for (b, w) in bytes.chunks_exact_mut(8).zip(words.iter()) {
+        b.copy_from_slice(&w.to_le_bytes());
     }
+    mem.write_virt(cr3, new_rsp, &bytes[..8 * words.len()])?;
 
     let mut new_flags = rflags & !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM);
     if type_attr & 0x1f == 0x0e {

@@ -195,11 +195,17 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Writes one 8-byte-aligned quadword at guest virtual `gva`.
-    pub fn write_virt_u64(&self, cr3: u64, gva: u64, v: u64) -> Result<(), WalkError> {
-        debug_assert!(gva.is_multiple_of(8));
-        let t = self.translate(cr3, gva, true)?;
-        self.write(t.gpa, &v.to_le_bytes(), t.view)
+    /// Writes `data` at guest virtual `gva` (page by page, each translated for a write).
+    pub fn write_virt(&self, cr3: u64, gva: u64, data: &[u8]) -> Result<(), WalkError> {
+        let mut done = 0;
+        while done < data.len() {
+            let va = gva.wrapping_add(done as u64);
+            let chunk = (4096 - (va & 0xfff) as usize).min(data.len() - done);
+            let t = self.translate(cr3, va, true)?;
+            self.write(t.gpa, &data[done..done + chunk], t.view)?;
+            done += chunk;
+        }
+        Ok(())
     }
 
     /// Builds the nested page table: GPA `g` maps the shared copy, `g | C-bit` the private copy,

@@ -365,10 +365,12 @@ impl Vcpu {
     fn inject_pending(&mut self) {
         // INIT and SIPI do nothing to a running SEV-ES vCPU (its state is the guest's): only
         // a vCPU parked in AP reset hold wakes on a SIPI, so those that came meanwhile are lost.
-        self.mailbox.take_init();
-        self.mailbox.take_startup();
-        if self.mailbox.take_nmi() {
-            self.nmi_pending = true;
+        if self.mailbox.has_signal() {
+            self.mailbox.take_init();
+            self.mailbox.take_startup();
+            if self.mailbox.take_nmi() {
+                self.nmi_pending = true;
+            }
         }
         if let Some(event) = self.reinject.take() {
             self.vmcb.set(off::EVENT_INJ, event);
