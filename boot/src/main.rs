@@ -83,7 +83,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let ap_trampoline = fw
         .allocate_pages(1, Placement::Below(0x9_ffff))
         .unwrap_or(0);
-    let tsc_hz = fw.tsc_hz();
+    let tsc_hz = fw.tsc_hz(1000);
     let stage_image = fw.image_span().map_err(StageError::Efi)?;
 
     // SAFETY: freshly allocated loader-data pages, large enough, owned by us from now on.

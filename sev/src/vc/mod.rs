@@ -19,7 +19,7 @@
 //! boot:  sev::vc::init_decoder();               // after the heap exists
 //! #VC:   let use_ = nesting.enter()?;           // else terminate(NestedVc)
 //!        if use_ == GhcbUse::Nested { backup.copy_from(ghcb) }
-//!        let mut t = unsafe { HwGhcb::new(ghcb, ghcb_gpa) };
+//!        let mut t = unsafe { HwGhcb::new(ghcb, ghcb_gpa, &msr_record) };
 //!        match handle_vc(error_code, frame, &mut walker, &mut t, &mut per_cpu, &cfg) {
 //!            VcOutcome::Advance(n) => frame.rip += n,
 //!            VcOutcome::Repeat => {}
