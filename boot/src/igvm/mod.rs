@@ -6,9 +6,9 @@
 //! 1. [`_start_igvm`]: own stack, then [`main`] with the parameter area's GPA.
 //! 2. The stage's GDT/TSS/IDT (`crate::interrupts`), before anything can raise #VC.
 //! 3. The heap and the #VC core's decoder tables ([`HEAP`]).
-//! 4. [`ghcb::establish`]: CPUID 0x8000001F through the early #VC path (MSR protocol),
-//!    protocol negotiation (version 2), GHCB registration; from then on #VCs go through the
-//!    GHCB page, and COM1 works.
+//! 4. [`GhcbChannel::establish`] on [`GHCB`]: CPUID 0x8000001F through the early #VC path
+//!    (MSR protocol), protocol negotiation (version 2), GHCB registration; from then on #VCs go
+//!    through the GHCB page, and COM1 works.
 //! 5. The `BootInfo` from the parameter area ([`launch`]), then the path the EFI entry takes
 //!    too: unpack, check, load and start the kernel (`crate::start_kernel`).
 //!
@@ -20,18 +20,20 @@
 //! Application processors park in AP reset hold through the MSR protocol, on small stacks of
 //! their own, without raising #VC; the kernel wakes them (issue 5).
 
-pub mod ghcb;
 mod launch;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 use handoff::bootinfo::BootInfo;
-use handoff::launch::{MAX_VCPUS, PAGE_TABLE_PAGES, PAGE_TABLES_GPA, PARAM_GPA, ParamArea};
+use handoff::launch::{
+    MAX_VCPUS, PAGE_TABLE_PAGES, PAGE_TABLES_GPA, PARAM_GPA, ParamArea, SHARED_ALIAS,
+};
 use handoff::payload::Header;
-use sev::guest::DecoderHeap;
+use sev::guest::{DecoderHeap, GhcbChannel, GhcbPage, LaunchTables};
 use sev::hw::{GhcbMsrRecord, HwGhcbMsr};
 use sev::msr_protocol;
 use sev::termination::{GuestReason, TerminationReason};
+use sev::vc::{NoHypercalls, VcConfig};
 use x86::idt::vector;
 use x86::interrupts::InterruptFrame;
 use x86::paging::ADDR_MASK;
@@ -55,6 +57,21 @@ static mut AP_STACKS: Stack<{ AP_STACK_SIZE * MAX_VCPUS as usize }> =
 #[global_allocator]
 static HEAP: DecoderHeap<{ 512 * 1024 }> = DecoderHeap::new();
 
+/// The boot vCPU's channel to the hypervisor: the GHCB MSR, the GHCB page and the #VC core's
+/// per-CPU state behind one lock. Only the boot vCPU raises #VC (the APs stay in reset hold),
+/// so one channel suffices.
+static GHCB: GhcbChannel = {
+    static PAGE: GhcbPage = GhcbPage::new();
+    // SAFETY: PAGE is declared here, so this channel is its only user; it is in the stage image,
+    // below 1 GiB, which the launch tables map identity and private, and decrypted at
+    // SHARED_ALIAS + GPA; the channel serves the boot vCPU, at CPL 0 in an SEV-ES guest, where
+    // nothing else touches the GHCB MSR (the APs have their own).
+    unsafe { GhcbChannel::new(&PAGE, SHARED_ALIAS) }
+};
+
+/// The launch page tables the stage keeps on this path.
+static TABLES: LaunchTables = LaunchTables::new();
+
 /// The `BootInfo` handed to the kernel: in the stage image, which the memory map marks as
 /// bootloader memory.
 static mut INFO: BootInfo = BootInfo::new();
@@ -72,44 +89,20 @@ unsafe extern "C" {
     static __image_end: u8;
 }
 
-/// The IGVM entry point of every vCPU (RIP of the launch VMSAs; xtask's IGVM builder looks
-/// this symbol up). vCPU 0 keeps RDI (the parameter area's GPA) and runs [`main`] on [`STACK`];
-/// an AP runs [`park_ap`] on its own stack (an index beyond the stacks is a launch bug: `ud2`
-/// without an IDT shuts that vCPU down). RBP is cleared so backtraces end here.
-#[unsafe(naked)]
-#[unsafe(no_mangle)]
-pub extern "C" fn _start_igvm() -> ! {
-    core::arch::naked_asm!(
-        "test rsi, rsi",
-        "jnz 2f",
-        "lea rsp, [rip + {stack} + {size}]",
-        "xor ebp, ebp",
-        "call {main}",
-        "ud2",
-        "2:",
-        "cmp rsi, {vcpus}",
-        "jae 3f",
-        "imul rax, rsi, {ap_size}",
-        "lea rsp, [rip + {ap_stacks} + {ap_size}]",
-        "add rsp, rax",
-        "xor ebp, ebp",
-        "call {park_ap}",
-        "3:",
-        "ud2",
-        stack = sym STACK,
-        size = const STACK_SIZE,
-        main = sym main,
-        vcpus = const MAX_VCPUS,
-        ap_size = const AP_STACK_SIZE,
-        ap_stacks = sym AP_STACKS,
-        park_ap = sym park_ap,
-    )
+sev::igvm_entry! {
+    /// The IGVM entry point of every vCPU (RIP of the launch VMSAs; xtask's IGVM builder looks
+    /// this symbol up). vCPU 0 keeps RDI (the parameter area's GPA) and runs [`main`] on
+    /// [`STACK`]; an AP runs [`park_ap`] on its own stack (`sev::igvm_entry!` has the details).
+    pub fn _start_igvm;
+    boot: main, STACK, STACK_SIZE;
+    aps: park_ap, AP_STACKS, AP_STACK_SIZE, MAX_VCPUS;
 }
 
 /// An AP: parks in AP reset hold through the MSR protocol (automatic exits, no #VC, no IDT
 /// needed) until the kernel takes it over; a start-up IPI that wakes it before then parks it
-/// again. A protocol failure terminates the guest.
-extern "C" fn park_ap() -> ! {
+/// again. A protocol failure terminates the guest. (The entry passes the vCPU index, which a
+/// parked AP does not need.)
+extern "C" fn park_ap(_index: u64) -> ! {
     let record = GhcbMsrRecord::new();
     // SAFETY: CPL 0 in an SEV-ES guest; this AP's own record, and nothing else on this AP uses
     // the GHCB MSR.
@@ -130,13 +123,16 @@ extern "C" fn main(param_gpa: u64) -> ! {
     // The launch tables carry the C-bit in CR3: everything above the PML4's address.
     let c = cr3 & ADDR_MASK & !PAGE_TABLES_GPA;
     if !c.is_power_of_two() {
-        ghcb::terminate(GuestReason::LaunchParameters.into());
+        GHCB.terminate(GuestReason::LaunchParameters.into());
     }
     let c_bit = c.trailing_zeros();
-    ghcb::TABLES.init(c_bit);
+    TABLES.init(c_bit);
     HEAP.init();
     sev::vc::init_decoder();
-    let info = ghcb::establish(c_bit as u8).unwrap_or_else(|r| ghcb::terminate(r));
+    let info = GHCB
+        .establish(c_bit as u8)
+        .unwrap_or_else(|r| GHCB.terminate(r))
+        .info;
     let entry_tsc = rdtsc();
     x86::serial::init();
     serial_println!(
@@ -205,7 +201,11 @@ fn tsc_hz() -> u64 {
 /// Every exception on this path: #VC goes to the #VC handler, anything else is fatal.
 pub fn handle_exception(frame: &mut InterruptFrame) {
     if frame.vector == u64::from(vector::VMM_COMMUNICATION) {
-        ghcb::handle_vc(frame)
+        let cfg = VcConfig {
+            cpuid_page: None,
+            hypercalls: &NoHypercalls,
+        };
+        GHCB.handle_vc(frame, &TABLES, &cfg, "stage: ")
     } else {
         fatal(frame)
     }
@@ -213,18 +213,18 @@ pub fn handle_exception(frame: &mut InterruptFrame) {
 
 /// An exception nobody handles: the register dump (when printing can work), then termination.
 pub fn fatal(frame: &InterruptFrame) -> ! {
-    if ghcb::can_print() {
+    if GHCB.can_print() {
         x86::serial::force_unlock();
         serial_println!("{frame}");
     }
-    ghcb::terminate(GuestReason::UnexpectedException.into())
+    GHCB.terminate(GuestReason::UnexpectedException.into())
 }
 
 /// Prints `stage: error: {msg}` (when printing can work) and terminates with `reason`.
 pub fn fail(reason: GuestReason, msg: fmt::Arguments) -> ! {
-    if ghcb::can_print() {
+    if GHCB.can_print() {
         x86::serial::force_unlock();
         serial_println!("stage: error: {msg}");
     }
-    ghcb::terminate(reason.into())
+    GHCB.terminate(reason.into())
 }

@@ -9,14 +9,22 @@
 //!   termination request when the core refuses,
 //! - [`InterruptRegs`]: the interrupted context of `x86::interrupts` as the #VC core sees it,
 //! - [`LaunchTables`] / [`LaunchMemory`]: guest memory through the launch page tables,
-//! - [`DecoderHeap`]: the static heap the #VC core's decoder needs.
+//! - [`DecoderHeap`]: the static heap the #VC core's decoder needs,
+//! - [`GhcbChannel`]: a vCPU's GHCB MSR, GHCB page and #VC state behind one lock, their
+//!   bring-up, and the #VC handler over all of the above,
+//! - [`igvm_entry!`](crate::igvm_entry): the naked entry point that gives each vCPU its stack.
 //!
 //! Only with the `guest` feature (it brings in the `x86` crate), on x86-64.
 
+mod channel;
+mod entry;
 mod heap;
 mod memory;
 mod regs;
 
+pub use channel::{Established, GhcbChannel, GhcbPage, HeldChannel};
+#[doc(hidden)]
+pub use entry::size_of_static;
 pub use heap::DecoderHeap;
 pub use memory::{LaunchMemory, LaunchTables};
 pub use regs::InterruptRegs;

@@ -41,39 +41,13 @@ struct Stack([u8; STACK_SIZE]);
 /// The stack: the launch state has RSP = 0, so the guest brings its own (in .bss).
 static mut STACK: Stack = Stack([0; STACK_SIZE]);
 
-/// The IGVM entry point of every vCPU (RIP of the launch VMSAs): RSI holds the vCPU's index.
-/// vCPU 0 keeps RDI (the parameter area's GPA) and runs [`main`] on [`STACK`]; an AP runs
-/// [`ap::main`] with its index on its own stack (an index beyond the stacks is a launch bug:
-/// `ud2` without an IDT shuts that vCPU down). RBP is cleared so backtraces end here.
-#[unsafe(naked)]
-#[unsafe(no_mangle)]
-pub extern "C" fn _start() -> ! {
-    core::arch::naked_asm!(
-        "test rsi, rsi",
-        "jnz 2f",
-        "lea rsp, [rip + {stack} + {size}]",
-        "xor ebp, ebp",
-        "call {main}",
-        "ud2",
-        "2:",
-        "cmp rsi, {vcpus}",
-        "jae 3f",
-        "imul rax, rsi, {ap_size}",
-        "lea rsp, [rip + {ap_stacks} + {ap_size}]",
-        "add rsp, rax",
-        "xor ebp, ebp",
-        "mov rdi, rsi",
-        "call {ap_main}",
-        "3:",
-        "ud2",
-        stack = sym STACK,
-        size = const STACK_SIZE,
-        main = sym main,
-        vcpus = const handoff::launch::MAX_VCPUS,
-        ap_size = const ap::STACK_SIZE,
-        ap_stacks = sym ap::STACKS,
-        ap_main = sym ap::main,
-    )
+sev::igvm_entry! {
+    /// The IGVM entry point of every vCPU (RIP of the launch VMSAs): RSI holds the vCPU's index.
+    /// vCPU 0 keeps RDI (the parameter area's GPA) and runs [`main`] on [`STACK`]; an AP runs
+    /// [`ap::main`] with its index on its own stack (`sev::igvm_entry!` has the details).
+    pub fn _start;
+    boot: main, STACK, STACK_SIZE;
+    aps: ap::main, ap::STACKS, ap::STACK_SIZE, handoff::launch::MAX_VCPUS;
 }
 
 extern "C" fn main(param_gpa: u64) -> ! {

@@ -1,16 +1,16 @@
 //! The #VC handler (vector 29). Before the GHCB is registered only CPUID can be handled, through
 //! the GHCB MSR protocol (`sev::vc::handle_vc_early`); afterwards everything the #VC core
-//! emulates goes through the GHCB (`sev::vc::handle_vc`), both through `sev::guest::dispatch_vc`. Whatever the core refuses terminates
-//! the run with the core's reason: through the GHCB once it exists, else the MSR protocol.
+//! emulates goes through the GHCB (`sev::vc::handle_vc`), both through the channel's
+//! `sev::guest::GhcbChannel::handle_vc`. Whatever the core refuses terminates the run with the
+//! core's reason: through the GHCB once it exists, else the MSR protocol.
 //!
 //! The handler records how many #VCs it took and the last error code, which is what the checks
 //! assert on. It never prints (a print is port I/O, itself a #VC) except on its way to a fatal
 //! exit, after it has released the channel.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use sev::guest::{InterruptRegs, VcNext, dispatch_vc};
 use sev::vc::VcConfig;
-use x86::interrupts::{InterruptFrame, fatal};
+use x86::interrupts::InterruptFrame;
 
 use crate::ghcb;
 use crate::hypercall::SimHypercalls;
@@ -29,38 +29,14 @@ pub fn last_error() -> u64 {
     LAST_ERROR.load(Ordering::Acquire)
 }
 
-/// Handles one #VC: called by the interrupt dispatch with the saved frame.
+/// Handles one #VC: called by the interrupt dispatch with the saved frame. No check expects an
+/// exception from a #VC: `GhcbChannel::handle_vc` reports where and which, then the dump.
 pub fn handle(frame: &mut InterruptFrame) {
-    let exit_code = frame.error_code;
-    LAST_ERROR.store(exit_code, Ordering::Release);
+    LAST_ERROR.store(frame.error_code, Ordering::Release);
     COUNT.fetch_add(1, Ordering::AcqRel);
-    let next = ghcb::with(|ch| {
-        // This guest never loads an FS or GS base (the launch state has them at 0).
-        let mut regs = InterruptRegs::new(frame, 0, 0);
-        let cfg = VcConfig {
-            cpuid_page: None,
-            hypercalls: &SimHypercalls,
-        };
-        dispatch_vc(
-            exit_code,
-            &mut regs,
-            &mut memory::TABLES.memory(),
-            &mut ch.msr,
-            ch.ghcb.as_mut(),
-            ch.cpu,
-            &cfg,
-        )
-    });
-    match next {
-        VcNext::Resume(n) => frame.rip += n,
-        VcNext::Raise(e) => {
-            // No check expects an exception from a #VC: report where and which, then the dump.
-            x86::serial::force_unlock();
-            x86::serial_println!(
-                "#VC exit code {exit_code:#x} at RIP {:#x} raised {e:?}",
-                frame.rip
-            );
-            fatal(frame)
-        }
-    }
+    let cfg = VcConfig {
+        cpuid_page: None,
+        hypercalls: &SimHypercalls,
+    };
+    ghcb::CHANNEL.handle_vc(frame, &memory::TABLES, &cfg, "");
 }
