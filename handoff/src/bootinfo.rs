@@ -3,15 +3,18 @@
 //! The kernel's entry point is called with the System V ABI as `entry(boot_info: *const BootInfo)`,
 //! interrupts disabled, on the stage's identity-mapped page tables, which map at least the kernel
 //! image and this structure. The kernel checks [`BootInfo::validate`] before using any field.
-//! Version history: 1 — first layout.
+//! Version history: 1 — first layout; 2 — the SEV fields (`sev_status`, `c_bit`, `vp_count`),
+//! which the EFI entry leaves at "none" and the IGVM entry fills.
 
 /// "SEVBOOT" followed by a zero byte, little endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SEVBOOT\0");
 /// Layout version; bumped on every incompatible change.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Where the stage loads the kernel when that memory is free (it is under OVMF/QEMU), so that
 /// `cargo xtask run --gdb` can name the symbol offset in advance. Below 4 GiB, as required.
 pub const KERNEL_PREFERRED_BASE: u64 = 0x400_0000;
+/// SEV_STATUS bit 1: SEV-ES is active.
+pub const SEV_STATUS_ES: u64 = 1 << 1;
 /// Capacity of the memory map.
 pub const MAX_MEMORY_REGIONS: usize = 256;
 /// Capacity of the command line, in bytes.
@@ -110,6 +113,16 @@ pub struct BootInfo {
     pub tsc_hz: u64,
     pub page_tables: PageTableState,
     pub timestamps: Timestamps,
+    /// The SEV_STATUS MSR as the stage read it; 0 when the guest is not an SEV guest (the EFI
+    /// entry, which runs without SEV).
+    pub sev_status: u64,
+    /// The C-bit as an address mask (the encryption bit of private page-table entries); 0
+    /// without SEV.
+    pub c_bit: u64,
+    /// The number of vCPUs the launcher started the guest with (IGVM VP_COUNT); 0 when the
+    /// ACPI tables say (the EFI entry).
+    pub vp_count: u32,
+    pub _reserved: u32,
 }
 
 /// Why the kernel refused a `BootInfo`.
@@ -149,7 +162,17 @@ impl BootInfo {
                 decompressed: 0,
                 kernel_entry: 0,
             },
+            sev_status: 0,
+            c_bit: 0,
+            vp_count: 0,
+            _reserved: 0,
         }
+    }
+
+    /// Whether the guest runs under SEV-ES (SEV_STATUS bit 1): every intercept is a #VC, memory
+    /// is private unless mapped without [`c_bit`](Self::c_bit), and there are no ACPI tables.
+    pub fn sev_es(&self) -> bool {
+        self.sev_status & SEV_STATUS_ES != 0
     }
 
     /// Checks the header and the lengths, so that the accessors below cannot go out of bounds.
@@ -248,6 +271,9 @@ mod tests {
         assert_eq!(b.memory_map()[0].len, 0x2000);
         b.set_cmdline("test=all log=debug");
         assert_eq!(b.cmdline(), "test=all log=debug");
+        assert!(!b.sev_es(), "a new BootInfo says: no SEV");
+        b.sev_status = 0b11;
+        assert!(b.sev_es());
         b.memory_map_len = 1000;
         assert_eq!(b.validate(), Err(BootInfoError::Bounds));
         b.memory_map_len = 0;

@@ -4,7 +4,7 @@
 //! Nothing is expected to fault in the kernel: every exception prints the register dump and ends
 //! the run with a failure, except the ones the in-kernel tests provoke on purpose (a breakpoint,
 //! a `ud2` inside the breakpoint handler to prove nesting, a self-NMI), which are counted and
-//! resumed.
+//! resumed, and, under SEV-ES, #VC (`crate::sev`).
 
 use alloc::boxed::Box;
 use core::arch::asm;
@@ -87,6 +87,7 @@ fn handle(frame: &mut InterruptFrame) {
             NESTED_UD.fetch_add(1, Ordering::AcqRel);
             frame.rip += 2; // past the `ud2`
         }
+        vector::VMM_COMMUNICATION if crate::sev::active() => crate::sev::handle_vc(frame),
         _ => fatal(frame),
     }
 }

@@ -14,6 +14,7 @@ mod logger;
 mod memory;
 mod panic;
 mod percpu;
+mod sev;
 mod shutdown;
 mod smp;
 mod testing;
@@ -67,12 +68,25 @@ fn log_boot_times(info: &BootInfo) {
 }
 
 extern "C" fn kernel_main(info: *const BootInfo) -> ! {
-    x86::serial::init();
+    // The IDT first: under SEV-ES the serial set-up below is port I/O, a #VC.
     interrupts::init();
     // SAFETY: the stage passes a pointer to a BootInfo it keeps mapped and reserved; the header
     // is validated before any other field is believed.
     let info = unsafe { &*info };
-    if let Err(e) = info.validate() {
+    let valid = info.validate();
+    // Under SEV-ES nothing may raise #VC before the kernel's GHCB is up, and that needs the
+    // kernel's page tables (the GHCB mapped shared) and the heap (the #VC decoder): they come
+    // first, silently; a failure there ends in a termination request.
+    let early = (valid.is_ok() && info.sev_es()).then(|| {
+        sev::enter();
+        let memory = bring_up_memory(info).unwrap_or_else(|_| {
+            sev::terminate(::sev::termination::GuestReason::LaunchParameters.into())
+        });
+        sev::init(info.c_bit);
+        memory
+    });
+    x86::serial::init();
+    if let Err(e) = valid {
         x86::serial_println!("kernel: unusable BootInfo from the stage: {e:?}");
         shutdown::exit(ExitStatus::Failure);
     }
@@ -90,13 +104,20 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         info.kernel_len / 1024,
         info.cmdline()
     );
-    if let Err(e) = memory::init(info) {
-        log::error!("memory: {e}");
-        shutdown::exit(ExitStatus::Failure);
+    if early.is_some() {
+        log::info!(
+            "SEV-ES (SEV_STATUS {:#x}, C-bit {}): #VC through the kernel's GHCB at {:#x}",
+            info.sev_status,
+            info.c_bit.trailing_zeros(),
+            sev::ghcb_page()
+        );
     }
-    if heap::init().is_err() {
-        log::error!("no contiguous RAM for the heap");
-        shutdown::exit(ExitStatus::Failure);
+    match early.map_or_else(|| bring_up_memory(info), Ok) {
+        Ok(memory) => log::info!("{memory}"),
+        Err(e) => {
+            log::error!("{e}");
+            shutdown::exit(ExitStatus::Failure);
+        }
     }
     if let Err(e) = smp::start(info) {
         log::error!("SMP start-up failed: {e}");
@@ -108,4 +129,26 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         None => ExitStatus::Success,
     };
     shutdown::exit(status)
+}
+
+/// Why the kernel's memory could not be set up.
+enum MemoryBringUpError {
+    Tables(memory::MemoryError),
+    NoHeap,
+}
+
+impl core::fmt::Display for MemoryBringUpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            Self::Tables(e) => write!(f, "memory: {e}"),
+            Self::NoHeap => write!(f, "no contiguous RAM for the heap"),
+        }
+    }
+}
+
+/// The frame allocator, the kernel's page tables and the heap; what to log about them.
+fn bring_up_memory(info: &BootInfo) -> Result<memory::Summary, MemoryBringUpError> {
+    let summary = memory::init(info).map_err(MemoryBringUpError::Tables)?;
+    heap::init().map_err(|_| MemoryBringUpError::NoHeap)?;
+    Ok(summary)
 }

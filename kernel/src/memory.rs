@@ -5,7 +5,8 @@
 //! uncached) plus the local APIC / IOAPIC / HPET window, and switches CR3 to it. Until then no
 //! other memory can be touched, so the tables are built from a pool of pages in the kernel's own
 //! `.bss` (mapped, since the stage's ELF loader zeroed it); frames from the allocator are used
-//! once the new tables are live. The PML4 must be below 4 GiB because the AP trampoline loads
+//! once the new tables are live. Under SEV-ES (a C-bit in the `BootInfo`) RAM is mapped private,
+//! MMIO and the kernel's GHCB page shared (leaves without the C-bit). The PML4 must be below 4 GiB because the AP trampoline loads
 //! CR3 in 32-bit mode: when the pool is not, the PML4 is copied to a low frame.
 
 pub mod frames;
@@ -79,13 +80,15 @@ static KERNEL_TABLES: Mutex<Option<PageTables<Identity>>> = Mutex::new(None);
 
 /// Sets up the frame allocator and switches to the kernel's own page tables. Called once by the
 /// boot CPU, before anything touches memory outside the kernel image and the `BootInfo`.
-pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
+pub fn init(info: &BootInfo) -> Result<Summary, MemoryError> {
     let frames = frames::init(info);
     if frames == 0 {
         return Err(MemoryError::NoUsableRam);
     }
     let mut pool = BOOT_POOL.lock();
-    let mut tables = PageTables::create(&mut *pool, 0, Identity).map_err(MemoryError::Map)?;
+    // Under SEV the C-bit goes into CR3, every table pointer and every private leaf.
+    let mut tables =
+        PageTables::create(&mut *pool, info.c_bit, Identity).map_err(MemoryError::Map)?;
     // Runs of adjacent regions that take the same flags are mapped as one range, so that only
     // their outer edges need 4 KiB pages. Page 0 stays unmapped to catch null pointers.
     let mut run: Option<(u64, u64, PageFlags)> = None;
@@ -102,32 +105,72 @@ pub fn init(info: &BootInfo) -> Result<(), MemoryError> {
             Some((s, e, f)) if e == start && f == flags => run = Some((s, end, f)),
             _ => {
                 if let Some((s, e, f)) = run.replace((start, end, flags)) {
-                    tables
-                        .map_range(&mut *pool, s, e, f)
-                        .map_err(MemoryError::Map)?;
+                    map_initial(&mut tables, &mut pool, s, e, f)?;
                 }
             }
         }
     }
     if let Some((s, e, f)) = run {
+        map_initial(&mut tables, &mut pool, s, e, f)?;
+    }
+    if crate::sev::active() {
+        // The GHCB: the hypervisor reads and writes it, so its (identity) mapping is shared.
+        let ghcb = crate::sev::ghcb_page();
         tables
-            .map_range(&mut *pool, s, e, f)
+            .map_range_shared(&mut *pool, ghcb, ghcb + PAGE_4K, RAM)
             .map_err(MemoryError::Map)?;
     }
     if tables.root() >> 32 != 0 {
         return Err(MemoryError::Pml4Above4GiB(tables.root()));
     }
     // SAFETY: the new tables identity-map all RAM (this code, its stack, the BootInfo) and the
-    // MMIO in use, exactly as the stage's did.
+    // MMIO in use, exactly as the stage's did, private under SEV (the C-bit in CR3, every table
+    // pointer and RAM leaf) but for the GHCB, which nothing uses before `crate::sev::init`.
     unsafe { x86::cr::write_cr3(tables.cr3()) };
-    log::info!(
-        "memory: {} MiB usable, kernel page tables at {:#x} ({} tables)",
-        (frames * PAGE_4K as usize) >> 20,
-        tables.root(),
-        pool.used
-    );
+    let summary = Summary {
+        usable_bytes: frames as u64 * PAGE_4K,
+        root: tables.root(),
+        tables: pool.used,
+    };
     *KERNEL_TABLES.lock() = Some(tables);
-    Ok(())
+    Ok(summary)
+}
+
+/// What [`init`] built, for the log (under SEV-ES the logger starts after it).
+pub struct Summary {
+    usable_bytes: u64,
+    root: u64,
+    tables: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "memory: {} MiB usable, kernel page tables at {:#x} ({} tables)",
+            self.usable_bytes >> 20,
+            self.root,
+            self.tables
+        )
+    }
+}
+
+/// Maps one run of [`init`]: MMIO shared with the hypervisor (no C-bit: the simulator forwards
+/// the HPET and IOAPIC; without SEV shared and private are the same), RAM private.
+fn map_initial(
+    tables: &mut PageTables<Identity>,
+    pool: &mut BootPool,
+    start: u64,
+    end: u64,
+    flags: PageFlags,
+) -> Result<(), MemoryError> {
+    if flags == MMIO {
+        tables.map_range_shared(pool, start, end, flags)
+    } else {
+        tables.map_range(pool, start, end, flags)
+    }
+    .map(|_| ())
+    .map_err(MemoryError::Map)
 }
 
 /// Identity-maps `start..end` with `flags` on the live kernel tables (new tables come from the

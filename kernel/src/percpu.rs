@@ -44,13 +44,39 @@ impl PerCpu {
     /// Makes `self` the running CPU's per-CPU data (GS base) and records what the CPU sees of
     /// itself: `apic_id` read from its own APIC, and whether [`current`] finds `self`.
     pub fn install(&'static self, apic_id: u32) {
-        // SAFETY: GS is not otherwise used (its selector is 0 or flat); the structure is in the
-        // leaked table and lives for the rest of the run.
-        unsafe { x86::msr::wrmsr(x86::msr::IA32_GS_BASE, self as *const Self as u64) };
+        let base = self as *const Self as u64;
+        if crate::sev::active() && enable_fsgsbase() {
+            // SAFETY: CR4.FSGSBASE is set (just above); as for the MSR write below.
+            unsafe {
+                core::arch::asm!("wrgsbase {}", in(reg) base, options(nostack, preserves_flags))
+            };
+        } else {
+            // SAFETY: GS is not otherwise used (its selector is 0 or flat); the structure is in
+            // the leaked table and lives for the rest of the run.
+            unsafe { x86::msr::wrmsr(x86::msr::IA32_GS_BASE, base) };
+        }
         self.reported_apic_id.store(apic_id, Ordering::Relaxed);
         self.gs_ok
             .store(core::ptr::eq(current(), self), Ordering::Relaxed);
     }
+}
+
+/// CR4.FSGSBASE: WRGSBASE may be used.
+const CR4_FSGSBASE: u64 = 1 << 16;
+
+/// Sets CR4.FSGSBASE on this CPU when CPUID 7.0 EBX[0] says the CPU has it; returns whether it
+/// is set. Under SEV-ES the GS base is written with WRGSBASE: an SEV-ES hypervisor keeps the
+/// register in the encrypted VMSA, and the simulator does not serve a WRMSR of it (it would be
+/// a #VC it refuses with #GP); CR4 writes do not exit.
+fn enable_fsgsbase() -> bool {
+    if x86::msr::cpuid(0, 0).eax < 7 || x86::msr::cpuid(7, 0).ebx & 1 == 0 {
+        return false;
+    }
+    let cr4 = x86::cr::read_cr4() | CR4_FSGSBASE;
+    // SAFETY: the CPU supports FSGSBASE (checked above); the bit only allows the
+    // RD/WR{FS,GS}BASE instructions.
+    unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
+    true
 }
 
 static TABLE: spin::Once<&'static [PerCpu]> = spin::Once::new();

@@ -59,24 +59,55 @@ pub fn report() -> Option<Report> {
 
 /// Starts every AP of the MADT and waits for each (1 s of TSC time). Logs `cpu N (apic ID)
 /// online` per CPU (from the CPU itself) and `N of M CPUs online`.
+///
+/// Under SEV-ES (launched from IGVM) there are no ACPI tables and APs are not started yet: the
+/// boot CPU is the only one, and the launcher's other vCPUs stay where the platform holds them
+/// until their first INIT-SIPI (AP start-up under SEV-ES, with a GHCB per CPU, is the next step
+/// of issue 5).
 pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
-    let tables = acpi::tables(info).map_err(SmpError::Acpi)?;
+    let tables = if info.sev_es() {
+        None
+    } else {
+        Some(acpi::tables(info).map_err(SmpError::Acpi)?)
+    };
     let apic = apic::init_bsp();
     let bsp_id = apic.id();
     match apic.mode() {
         Mode::X2Apic => log::debug!("local APIC: x2APIC"),
         Mode::XApic { base } => log::debug!("local APIC: xAPIC at {base:#x}"),
     }
-    let madt_cpus = &tables.madt.cpus;
-    if !madt_cpus.iter().any(|c| c.apic_id == bsp_id) {
-        return Err(SmpError::BootCpuNotInMadt(bsp_id));
-    }
+    let ap_ids: Vec<u32> = match tables {
+        Some(t) => {
+            let madt_cpus = &t.madt.cpus;
+            if !madt_cpus.iter().any(|c| c.apic_id == bsp_id) {
+                return Err(SmpError::BootCpuNotInMadt(bsp_id));
+            }
+            let mut ids = Vec::new();
+            ids.try_reserve_exact(madt_cpus.len())
+                .map_err(|_| SmpError::OutOfMemory)?;
+            ids.extend(
+                madt_cpus
+                    .iter()
+                    .filter(|c| c.apic_id != bsp_id)
+                    .map(|c| c.apic_id),
+            );
+            ids
+        }
+        None => {
+            log::info!(
+                "SEV-ES: {} vCPUs launched, {} APs not started (AP start-up under SEV-ES comes next)",
+                info.vp_count,
+                info.vp_count.saturating_sub(1)
+            );
+            Vec::new()
+        }
+    };
     let mut cpus = Vec::new();
-    cpus.try_reserve_exact(madt_cpus.len())
+    cpus.try_reserve_exact(ap_ids.len() + 1)
         .map_err(|_| SmpError::OutOfMemory)?;
     cpus.push(PerCpu::new(0, bsp_id, (0, 0)));
-    for c in madt_cpus.iter().filter(|c| c.apic_id != bsp_id) {
-        cpus.push(PerCpu::new(cpus.len(), c.apic_id, alloc_stack()?));
+    for &id in &ap_ids {
+        cpus.push(PerCpu::new(cpus.len(), id, alloc_stack()?));
     }
     let cpus = percpu::init_table(cpus);
     cpus[0].install(bsp_id);

@@ -7,8 +7,9 @@
 //!
 //! Every entry the mapper writes, leaf or not, has the `c_bit` mask OR-ed in: under SEV the
 //! encryption bit must be set in the entries that point at private memory, including the tables
-//! themselves. It is 0 until the SEV paths set it; pages shared with the hypervisor (MMIO, the
-//! GHCB) will then need leaves without it, which is for the SEV work to add.
+//! themselves. It is 0 without SEV. Pages shared with the hypervisor (MMIO, the GHCB) are
+//! mapped with [`PageTables::map_range_shared`]: leaves without it (the tables pointing at them
+//! keep it, they are private).
 
 use bitflags::bitflags;
 
@@ -155,6 +156,8 @@ pub struct Translation {
     pub page_size: u64,
     /// The leaf entry's flags.
     pub flags: PageFlags,
+    /// The leaf carries the hierarchy's C-bit (always false when that is 0): private memory.
+    pub encrypted: bool,
 }
 
 /// The end of the lower canonical half: identity maps live below it.
@@ -241,6 +244,7 @@ impl<A: TableAccess> PageTables<A> {
                     phys: base | (va & (size - 1)),
                     page_size: size,
                     flags: e.flags(),
+                    encrypted: self.c_bit != 0 && e.0 & self.c_bit != 0,
                 });
             }
             table = e.addr(self.c_bit);
@@ -265,6 +269,36 @@ impl<A: TableAccess> PageTables<A> {
         end: u64,
         flags: PageFlags,
     ) -> Result<usize, MapError> {
+        self.map(frames, start, end, flags, self.c_bit)
+    }
+
+    /// [`map_range`](Self::map_range) for memory shared with the hypervisor (MMIO, the GHCB):
+    /// the leaves lack the C-bit, the tables above them keep it. Without SEV (a C-bit of 0) the
+    /// same as `map_range`. A page mapped private before becomes shared, and the reverse.
+    pub fn map_range_shared(
+        &mut self,
+        frames: &mut impl FrameSource,
+        start: u64,
+        end: u64,
+        flags: PageFlags,
+    ) -> Result<usize, MapError> {
+        self.map(frames, start, end, flags, 0)
+    }
+
+    /// Whether `e`, a present leaf, maps its page with `flags` and the leaf C-bit `c`.
+    fn same_leaf(&self, e: Entry, flags: PageFlags, c: u64) -> bool {
+        e.flags().meaning() == flags.meaning() && e.0 & self.c_bit == c
+    }
+
+    /// The mapper behind `map_range` and `map_range_shared`: leaves get `c` (the C-bit or 0).
+    fn map(
+        &mut self,
+        frames: &mut impl FrameSource,
+        start: u64,
+        end: u64,
+        flags: PageFlags,
+        c: u64,
+    ) -> Result<usize, MapError> {
         let (start, end) = (start & !(PAGE_4K - 1), end.next_multiple_of(PAGE_4K));
         if start > end || end > LOWER_HALF_END {
             return Err(MapError::BadRange { start, end });
@@ -277,7 +311,7 @@ impl<A: TableAccess> PageTables<A> {
             let whole_block = va % PAGE_2M == 0 && block_end <= end;
             let pdpt = self.lower_table(frames, self.root, va, 4, &mut tables)?;
             let pdpte = self.entry(pdpt, index(va, 3));
-            if pdpte.is_present() && pdpte.is_huge() && pdpte.flags().meaning() == flags.meaning() {
+            if pdpte.is_present() && pdpte.is_huge() && self.same_leaf(pdpte, flags, c) {
                 // Already mapped the same way by a 1 GiB page.
                 va = ((va | (PAGE_1G - 1)) + 1).min(end);
                 continue;
@@ -285,14 +319,14 @@ impl<A: TableAccess> PageTables<A> {
             let pd = self.lower_table(frames, pdpt, va, 3, &mut tables)?;
             let pde = self.entry(pd, index(va, 2));
             if whole_block && (!pde.is_present() || pde.is_huge()) {
-                let e = Entry::new(va, flags | PageFlags::HUGE, self.c_bit);
-                if !pde.is_present() || pde.flags().meaning() != flags.meaning() {
+                let e = Entry::new(va, flags | PageFlags::HUGE, c);
+                if !pde.is_present() || !self.same_leaf(pde, flags, c) {
                     self.set_entry(pd, index(va, 2), e);
                 }
                 va = block_end;
                 continue;
             }
-            if pde.is_present() && pde.is_huge() && pde.flags().meaning() == flags.meaning() {
+            if pde.is_present() && pde.is_huge() && self.same_leaf(pde, flags, c) {
                 // Already mapped the same way by a 2 MiB page: nothing to split.
                 va = block_end.min(end);
                 continue;
@@ -300,8 +334,8 @@ impl<A: TableAccess> PageTables<A> {
             let pt = self.lower_table(frames, pd, va, 2, &mut tables)?;
             while va < block_end.min(end) {
                 let pte = self.entry(pt, index(va, 1));
-                if !pte.is_present() || pte.flags().meaning() != flags.meaning() {
-                    self.set_entry(pt, index(va, 1), Entry::new(va, flags, self.c_bit));
+                if !pte.is_present() || !self.same_leaf(pte, flags, c) {
+                    self.set_entry(pt, index(va, 1), Entry::new(va, flags, c));
                 }
                 va += PAGE_4K;
             }
@@ -331,12 +365,14 @@ impl<A: TableAccess> PageTables<A> {
         let new = frames.alloc_zeroed_table().ok_or(MapError::OutOfTables)?;
         *tables += 1;
         if e.is_present() {
-            // Split a 2 MiB leaf: same addresses and flags, PAT bit dropped (never set here).
+            // Split a 2 MiB leaf: same addresses, flags and C-bit (private or shared), PAT bit
+            // dropped (never set here).
             let base = e.addr(self.c_bit) & !(PAGE_2M - 1);
             let leaf = e.flags() - PageFlags::HUGE;
+            let c = e.0 & self.c_bit;
             for j in 0..ENTRIES {
                 let page = base + j as u64 * PAGE_4K;
-                self.set_entry(new, j, Entry::new(page, leaf, self.c_bit));
+                self.set_entry(new, j, Entry::new(page, leaf, c));
             }
         }
         self.set_entry(table, i, Entry::new(new, TABLE_FLAGS, self.c_bit));
@@ -501,6 +537,66 @@ mod tests {
             3 + 2,
             "PML4, PDPT, PD->2M and PD->PT entries, one PTE"
         );
+    }
+
+    #[test]
+    fn shared_leaves_lack_the_c_bit_and_tables_keep_it() {
+        let arena = Arena::new(16);
+        let mut pt = tables(&arena, C_BIT);
+        let mmio = RW | PageFlags::NO_CACHE;
+        // A shared 2 MiB block, and a shared 4 KiB page inside private 2 MiB pages (a GHCB).
+        pt.map_range_shared(&mut { &arena }, 0xfec0_0000, 0xfee0_0000, mmio)
+            .unwrap();
+        pt.map_range(&mut { &arena }, 0x40_0000, 0x80_0000, RW)
+            .unwrap();
+        let used = arena.used();
+        pt.map_range_shared(&mut { &arena }, 0x40_3000, 0x40_4000, RW)
+            .unwrap();
+        assert_eq!(arena.used(), used + 1, "the 2 MiB page was split once");
+        let t = pt.translate(0xfed0_0010).unwrap();
+        assert_eq!(
+            (t.phys, t.page_size, t.encrypted),
+            (0xfed0_0010, PAGE_2M, false)
+        );
+        let t = pt.translate(0x40_3008).unwrap();
+        assert_eq!(
+            (t.phys, t.page_size, t.encrypted),
+            (0x40_3008, PAGE_4K, false)
+        );
+        for va in [0x40_2000, 0x40_4000, 0x5f_f000] {
+            let t = pt.translate(va).unwrap();
+            assert_eq!(
+                (t.phys, t.page_size, t.encrypted),
+                (va, PAGE_4K, true),
+                "{va:#x}"
+            );
+        }
+        assert!(pt.translate(0x60_0000).unwrap().encrypted);
+        // Mapping the page private again restores the C-bit; shared again is a no-op.
+        pt.map_range(&mut { &arena }, 0x40_3000, 0x40_4000, RW)
+            .unwrap();
+        assert!(pt.translate(0x40_3000).unwrap().encrypted);
+        pt.map_range_shared(&mut { &arena }, 0x40_3000, 0x40_4000, RW)
+            .unwrap();
+        pt.map_range_shared(&mut { &arena }, 0x40_3000, 0x40_4000, RW)
+            .unwrap();
+        assert!(!pt.translate(0x40_3000).unwrap().encrypted);
+        // Table pointers all keep the C-bit; without SEV, shared and private are the same.
+        for table in arena.tables.iter().take(arena.used()) {
+            // SAFETY: no PageTables access is in progress.
+            for e in unsafe { &(*table.get()).0 } {
+                let leaf = e.0 & ADDR_MASK & !C_BIT;
+                if e.is_present() && (BASE..BASE + 16 * PAGE_4K).contains(&leaf) {
+                    assert_ne!(e.0 & C_BIT, 0, "table pointer {e:x?}");
+                }
+            }
+        }
+        let plain = Arena::new(8);
+        let mut pt = tables(&plain, 0);
+        pt.map_range_shared(&mut { &plain }, 0, PAGE_2M, RW)
+            .unwrap();
+        let t = pt.translate(0x1000).unwrap();
+        assert_eq!((t.phys, t.encrypted), (0x1000, false));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! 4. [`GhcbChannel::establish`] on [`GHCB`]: CPUID 0x8000001F through the early #VC path
 //!    (MSR protocol), protocol negotiation (version 2), GHCB registration; from then on #VCs go
 //!    through the GHCB page, and COM1 works.
-//! 5. The `BootInfo` from the parameter area ([`launch`]), then the path the EFI entry takes
+//! 5. The `BootInfo` from the parameter area ([`launch`]) and the SEV state (SEV_STATUS, the
+//!    C-bit, the vCPU count: the kernel has no ACPI tables on this path), then the path the EFI entry takes
 //!    too: unpack, check, load and start the kernel (`crate::start_kernel`).
 //!
 //! The stage keeps the launch page tables: they identity-map 0 .. 3 GiB private, which covers
@@ -166,6 +167,12 @@ extern "C" fn main(param_gpa: u64) -> ! {
     boot_info.page_tables.cr3 = cr3;
     boot_info.page_tables.pool_start = PAGE_TABLES_GPA;
     boot_info.page_tables.pool_len = PAGE_TABLE_PAGES * 4096;
+    // SAFETY: SEV_STATUS exists in every SEV guest (`GHCB.establish` checked it) and is read
+    // without an exit.
+    boot_info.sev_status = unsafe { x86::msr::rdmsr(sev::sev_status::SEV_STATUS_MSR) };
+    boot_info.c_bit = 1 << c_bit;
+    // The launcher's count, bounded by the vCPUs the IGVM file gives a launch state.
+    boot_info.vp_count = params.vp_count.min(u32::from(MAX_VCPUS));
     serial_println!(
         "stage: {} vCPUs, {} memory regions, TSC {} Hz (0: unknown), command line `{}`",
         params.vp_count,
