@@ -34,7 +34,7 @@ static GHCB: GhcbChannel = {
 /// private leaves, permissions in the leaves: the layout `sev::guest::LaunchTables` reads).
 static TABLES: LaunchTables = LaunchTables::new();
 
-/// Set once the boot CPU runs under SEV-ES ([`init`]): #VC is served, failures terminate
+/// Set once the boot CPU runs under SEV-ES ([`enter`]): #VC is served, failures terminate
 /// through the GHCB.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
