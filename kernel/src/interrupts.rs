@@ -4,7 +4,8 @@
 //! Nothing is expected to fault in the kernel: every exception prints the register dump and ends
 //! the run with a failure, except the ones the in-kernel tests provoke on purpose (a breakpoint,
 //! a `ud2` inside the breakpoint handler to prove nesting, a self-NMI), which are counted and
-//! resumed, and, under SEV-ES, #VC (`crate::sev`).
+//! resumed, and, under SEV-ES, #VC (`crate::sev`). Under SEV-ES a resumed NMI ends with
+//! NMI_COMPLETE (`crate::sev::nmi_complete`), without which the hypervisor sends no other.
 
 use alloc::boxed::Box;
 use core::arch::asm;
@@ -32,6 +33,11 @@ static UD_ARMED: AtomicBool = AtomicBool::new(false);
 pub static EXPECT_NMI: AtomicBool = AtomicBool::new(false);
 /// NMIs handled so far.
 pub static NMIS: AtomicUsize = AtomicUsize::new(0);
+/// Under SEV-ES: handled NMIs that interrupted the #VC handler in the middle of its GHCB
+/// request and borrowed the GHCB from it to send NMI_COMPLETE.
+pub static NMIS_IN_VC: AtomicUsize = AtomicUsize::new(0);
+/// Under SEV-ES: the exit code of the #VC the last such NMI interrupted.
+pub static NMI_INTERRUPTED_VC: AtomicU64 = AtomicU64::new(0);
 /// Where the frame of the last handled breakpoint or NMI was (its address): tells the tests
 /// which stack the handler ran on.
 pub static LAST_FRAME: AtomicU64 = AtomicU64::new(0);
@@ -81,6 +87,13 @@ fn handle(frame: &mut InterruptFrame) {
         }
         vector::NMI if EXPECT_NMI.swap(false, Ordering::AcqRel) => {
             LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
+            if crate::sev::active() {
+                let done = crate::sev::nmi_complete();
+                if let (true, Some(vc)) = (done.borrowed, done.interrupted_vc) {
+                    NMI_INTERRUPTED_VC.store(vc, Ordering::Release);
+                    NMIS_IN_VC.fetch_add(1, Ordering::AcqRel);
+                }
+            }
             NMIS.fetch_add(1, Ordering::AcqRel);
         }
         vector::INVALID_OPCODE if UD_ARMED.swap(false, Ordering::AcqRel) => {

@@ -9,12 +9,17 @@
 //! would go through the MSR protocol, which serves CPUID only. Registering the kernel's GHCB GPA
 //! replaces the stage's registration (the GHCB MSR protocol allows a new GPA at any time).
 //!
+//! The NMI handler sends NMI_COMPLETE through the same channel ([`nmi_complete`]), borrowing
+//! the GHCB when the NMI interrupted the #VC handler mid-request (`GhcbChannel`'s backup page).
+//!
 //! One channel serves the boot CPU; the APs are not started (SMP under SEV-ES, with a
 //! channel per CPU, is the next step of issue 5).
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use sev::ghcb::GhcbField;
 use sev::guest::{GhcbChannel, GhcbPage, LaunchTables};
 use sev::termination::TerminationReason;
+use sev::vc::GhcbUse;
 use sev::vc::{NoHypercalls, VcConfig};
 use x86::interrupts::InterruptFrame;
 
@@ -23,9 +28,9 @@ static GHCB_PAGE: GhcbPage = GhcbPage::new();
 
 /// The boot CPU's channel to the hypervisor.
 static GHCB: GhcbChannel = {
-    // SAFETY: GHCB_PAGE is used by this channel only. The kernel's page tables map it identity
-    // and shared (`crate::memory::init` maps `ghcb_page()` without the C-bit), so its shared
-    // view is at `0 + GPA`; the channel serves the boot CPU at CPL 0 in an SEV-ES guest, where
+    // SAFETY: GHCB_PAGE is used by this channel only. The kernel's page tables map its first
+    // page identity and shared (`crate::memory::init` maps `ghcb_page()` without the C-bit), so
+    // its shared view is at `0 + GPA`, and its backup page identity and private (all RAM); the channel serves the boot CPU at CPL 0 in an SEV-ES guest, where
     // nothing else touches the GHCB MSR (the APs are not started).
     unsafe { GhcbChannel::new(&GHCB_PAGE, 0) }
 };
@@ -37,6 +42,13 @@ static TABLES: LaunchTables = LaunchTables::new();
 /// Set once the boot CPU runs under SEV-ES ([`enter`]): #VC is served, failures terminate
 /// through the GHCB.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// The exit code of the #VC the boot CPU is handling, [`NO_VC`] when none: tells the NMI
+/// handler which request it interrupted.
+static VC_IN_PROGRESS: AtomicU64 = AtomicU64::new(NO_VC);
+
+/// [`VC_IN_PROGRESS`] outside the #VC handler (no SVM exit code has all bits set).
+const NO_VC: u64 = u64::MAX;
 
 /// Whether the kernel runs under SEV-ES.
 pub fn active() -> bool {
@@ -75,7 +87,47 @@ pub fn handle_vc(frame: &mut InterruptFrame) {
         cpuid_page: None,
         hypercalls: &NoHypercalls,
     };
-    GHCB.handle_vc(frame, &TABLES, &cfg, "kernel: ")
+    let outer = VC_IN_PROGRESS.swap(frame.error_code, Ordering::AcqRel);
+    GHCB.handle_vc(frame, &TABLES, &cfg, "kernel: ");
+    VC_IN_PROGRESS.store(outer, Ordering::Release);
+}
+
+/// What [`nmi_complete`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct NmiCompleted {
+    /// The exit code of the #VC the NMI interrupted, if it interrupted the #VC handler.
+    pub interrupted_vc: Option<u64>,
+    /// The NMI borrowed the GHCB from that #VC handler in the middle of its request (saved
+    /// into the backup page and restored afterwards).
+    pub borrowed: bool,
+}
+
+/// Sends NMI_COMPLETE for the NMI being handled: the last thing the NMI handler does before
+/// its IRET, else the hypervisor delivers no further NMI. Works when the NMI interrupted the
+/// #VC handler, which may hold the GHCB (`GhcbChannel::nmi_complete`); failures terminate.
+pub fn nmi_complete() -> NmiCompleted {
+    let vc = VC_IN_PROGRESS.load(Ordering::Acquire);
+    match GHCB.nmi_complete() {
+        Ok(u) => NmiCompleted {
+            interrupted_vc: (vc != NO_VC).then_some(vc),
+            borrowed: u == GhcbUse::Nested,
+        },
+        Err(r) => terminate(r),
+    }
+}
+
+/// The SW_EXITCODE field of the GHCB page as it stands, whatever the valid bitmap says (a
+/// reply clears the bitmap; the field keeps the last request's exit code). For the `nmi` test:
+/// right after an NMI borrowed the GHCB from the #VC handler, the page must hold that
+/// handler's request again, not NMI_COMPLETE.
+pub fn ghcb_exit_code() -> u64 {
+    GHCB.with(|_| {
+        let field = GHCB.gpa() + GhcbField::SwExitCode.offset() as u64;
+        // SAFETY: an aligned u64 inside the GHCB page, which the kernel maps identity (shared);
+        // the channel is held, so no request is in flight; volatile because the hypervisor
+        // writes the page.
+        unsafe { core::ptr::read_volatile(field as *const u64) }
+    })
 }
 
 /// Asks the hypervisor to end the guest with `reason` (through the GHCB when it is up).

@@ -7,12 +7,30 @@
 //! without ACPI and runs its test suite (the cases that need ACPI tables or the stage's on-demand
 //! map say `SKIP` with the reason), ending through the debug-exit port the simulator forwards.
 //!
+//! The kernel's `nmi` case sends itself two NMIs in a row; each arrives inside the #VC handler
+//! of the ICR write, borrows the GHCB from it and sends NMI_COMPLETE (the second NMI is only
+//! injected once the first was completed): the simulator's counters show both.
+//!
 //! With 4 vCPUs the kernel still brings up only the boot CPU: it does not start APs under
 //! SEV-ES yet (that, with a GHCB per CPU, is the next step of issue 5), so the other vCPUs
 //! never run, and the test asserts exactly that.
 
 use tests::{expect_status, expect_success, sim_run_guest, stage_igvm};
 use xtask::qemu::EXIT_GUEST_TERMINATED;
+
+/// The value of counter `name` in the `SIM-COUNTERS vcpu={vcpu} ` line of `serial` (0 when the
+/// line leaves it out, as it does for zero event counters).
+fn sim_counter(serial: &str, vcpu: u32, name: &str) -> u64 {
+    let prefix = format!("SIM-COUNTERS vcpu={vcpu} ");
+    let line = serial
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{serial}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map_or(0, |(_, v)| v.parse().expect("a counter is a number"))
+}
 
 /// Asserts that `lines` appear in `serial` in this order.
 fn expect_in_order(serial: &str, lines: &[String]) {
@@ -69,6 +87,19 @@ fn kernel_runs_its_tests(cpus: u32) {
             out.serial
         );
     }
+    // The `nmi` case's two self-NMIs: both injected, both completed (no other NMI happens).
+    assert_eq!(
+        sim_counter(&out.serial, 0, "nmi_injected"),
+        2,
+        "{}",
+        out.serial
+    );
+    assert_eq!(
+        sim_counter(&out.serial, 0, "vmgexit.nae.nmi_complete"),
+        2,
+        "{}",
+        out.serial
+    );
     // The APs never ran: no INIT-SIPI reached them.
     for vcpu in 1..cpus {
         let counters = format!("SIM-COUNTERS vcpu={vcpu} exits=0 ");

@@ -10,23 +10,39 @@
 //! One lock covers the MSR, the page and the per-CPU state because a request in flight spans
 //! all three: a second user while one is active (a #VC inside the #VC handler, a fault while a
 //! caller holds the channel) would destroy it, so it terminates the guest instead.
+//!
+//! The one exception is a user that cannot wait and cannot be refused: the NMI handler, which
+//! must send NMI_COMPLETE before its IRET (GHCB specification, "NMI Complete") and may have
+//! interrupted the #VC handler in the middle of a request (a self-NMI arrives right after the
+//! ICR write's VMGEXIT, inside the #VC handler). [`GhcbChannel::with_ghcb_interrupting`] serves
+//! it as Linux does: it borrows the GHCB from the interrupted holder, saving the page into a
+//! private backup page first and restoring it (and the GHCB MSR) afterwards
+//! ([`GhcbNesting`]), one level deep.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use x86::interrupts::{InterruptFrame, fatal};
 
 use super::{InterruptRegs, LaunchTables, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb};
 use crate::ghcb::Ghcb;
 use crate::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
-use crate::msr_protocol::{self, SevInfo};
+use crate::msr_protocol::{self, GhcbMsr, SevInfo};
+use crate::nae;
 use crate::termination::{GuestReason, TerminationReason};
-use crate::vc::{VcConfig, VcPerCpu};
+use crate::vc::{GhcbNesting, GhcbUse, VcConfig, VcPerCpu};
 
-/// The page a [`GhcbChannel`] uses as its GHCB. A static of its own, apart from the channel,
-/// so that it stays in `.bss` (the channel's state is not all zeroes, and would pull the whole
-/// page into the image file with it). Reached only through the one channel built on it.
-#[repr(transparent)]
-pub struct GhcbPage(UnsafeCell<Ghcb>);
+/// The page a [`GhcbChannel`] uses as its GHCB, followed by the page that backs it up while an
+/// interrupting user borrows it ([`GhcbChannel::with_ghcb_interrupting`]). A static of its own,
+/// apart from the channel, so that it stays in `.bss` (the channel's state is not all zeroes,
+/// and would pull both pages into the image file with it). Reached only through the one channel
+/// built on it. Only the first page is ever shared with the hypervisor: the backup is reached
+/// through the private identity mapping.
+#[repr(C)]
+pub struct GhcbPage {
+    page: UnsafeCell<Ghcb>,
+    backup: UnsafeCell<Ghcb>,
+}
 
 // SAFETY: the page is only reached through the `GhcbChannel` it was given to (its contract
 // excludes a second one), which hands out references under its lock.
@@ -41,20 +57,46 @@ impl Default for GhcbPage {
 impl GhcbPage {
     /// A zeroed page.
     pub const fn new() -> Self {
-        Self(UnsafeCell::new(Ghcb::new()))
+        Self {
+            page: UnsafeCell::new(Ghcb::new()),
+            backup: UnsafeCell::new(Ghcb::new()),
+        }
     }
 }
 
 /// What the lock guards besides the page and the MSR.
 struct State {
-    /// The GHCB GPA is registered and in the GHCB MSR: #VCs go through the GHCB.
-    registered: bool,
     cpu: VcPerCpu,
+}
+
+/// Why [`GhcbChannel::with_ghcb_interrupting`] could not serve its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptingUseError {
+    /// No GHCB is registered yet: there is nothing to borrow.
+    NotRegistered,
+    /// The interrupted holder is itself an interrupting user: a second level of nesting is
+    /// refused (see [`GhcbNesting`]).
+    TooDeep,
+}
+
+impl From<InterruptingUseError> for TerminationReason {
+    fn from(e: InterruptingUseError) -> Self {
+        match e {
+            InterruptingUseError::NotRegistered => GuestReason::GhcbRegistration.into(),
+            InterruptingUseError::TooDeep => GuestReason::NestedVc.into(),
+        }
+    }
 }
 
 /// The GHCB channel of one vCPU (see the module docs).
 pub struct GhcbChannel {
     page: &'static GhcbPage,
+    /// The GHCB GPA is registered and in the GHCB MSR: #VCs go through the GHCB. Set once, under
+    /// the lock; read without it by an interrupting user.
+    registered: AtomicBool,
+    /// Who uses the GHCB page right now: a [`with`](Self::with) holder (the outer user) and at
+    /// most one interrupting user on top of it.
+    nesting: GhcbNesting,
     /// Where the launch tables map all memory decrypted: the GHCB's shared view is at
     /// `shared_alias + GPA`.
     shared_alias: u64,
@@ -90,12 +132,12 @@ impl HeldChannel<'_> {
     /// ciphertext. For checks that the hypervisor refuses a GHCB written there; nothing else
     /// uses it.
     pub fn private_ghcb(&mut self) -> HwGhcb<'_> {
-        let gpa = self.page.0.get() as u64;
+        let gpa = self.page.page.get() as u64;
         // SAFETY: the page is 4 KiB, aligned and identity-mapped private (`GhcbChannel::new`);
         // the channel lock, held by whoever has `self` (borrowed mutably here, so its shared
         // view is not in use meanwhile), makes this the only reference to it; CPL 0 in an
         // SEV-ES guest with the GPA registered.
-        unsafe { HwGhcb::new(&mut *self.page.0.get(), gpa, self.record) }
+        unsafe { HwGhcb::new(&mut *self.page.page.get(), gpa, self.record) }
     }
 }
 
@@ -103,16 +145,18 @@ impl GhcbChannel {
     /// A channel on `page`, not yet registered ([`establish`](Self::establish) does that).
     ///
     /// # Safety
-    /// `page` is used by this channel only; the caller's page tables map it identity (its
-    /// address is its GPA) and `shared_alias + GPA` maps it decrypted; the channel serves one
-    /// vCPU, running at CPL 0 in an SEV-ES guest, and nothing else on that vCPU uses the GHCB
-    /// MSR. The launch tables of `handoff::launch` do the mapping part for an image below 1 GiB.
+    /// `page` is used by this channel only; the caller's page tables map both its pages
+    /// identity (its address is its GPA), the backup page private, and `shared_alias + GPA`
+    /// maps the GHCB page decrypted; the channel serves one vCPU, running at CPL 0 in an SEV-ES
+    /// guest, and nothing else on that vCPU uses the GHCB MSR. The launch tables of
+    /// `handoff::launch` do the mapping part for an image below 1 GiB.
     pub const unsafe fn new(page: &'static GhcbPage, shared_alias: u64) -> Self {
         Self {
             page,
+            registered: AtomicBool::new(false),
+            nesting: GhcbNesting::new(),
             shared_alias,
             state: spin::Mutex::new(State {
-                registered: false,
                 cpu: VcPerCpu::new(),
             }),
             record: GhcbMsrRecord::new(),
@@ -121,7 +165,7 @@ impl GhcbChannel {
 
     /// The GHCB's guest-physical address (its identity-mapped address).
     pub fn gpa(&self) -> u64 {
-        self.page.0.get() as u64
+        self.page.page.get() as u64
     }
 
     /// The GHCB's shared view.
@@ -137,7 +181,9 @@ impl GhcbChannel {
     }
 
     /// The registered GHCB through its shared view. Only with the lock held and the GPA
-    /// registered.
+    /// registered, or by the interrupting user ([`with_ghcb_interrupting`]).
+    ///
+    /// [`with_ghcb_interrupting`]: Self::with_ghcb_interrupting
     fn shared_ghcb(&self) -> HwGhcb<'_> {
         // SAFETY: the shared alias maps the page decrypted at its GPA (`new`'s contract), which
         // is registered and in the GHCB MSR; the caller holds the lock, which makes this the
@@ -152,22 +198,23 @@ impl GhcbChannel {
     /// core's decoder exists. Fails with the reason to terminate with.
     pub fn establish(&self, c_bit: u8) -> Result<Established, TerminationReason> {
         let sev_cpuid = check_sev_cpuid(c_bit)?;
-        let mut state = self.state.lock();
+        let state = self.state.lock();
         let info = register_ghcb(&mut self.msr(), self.gpa(), c_bit)?;
-        state.registered = true;
+        self.registered.store(true, Ordering::Release);
+        drop(state);
         Ok(Established { info, sev_cpuid })
     }
 
     /// Whether the GHCB is up and free: a print (port I/O, a #VC) can work now.
     pub fn can_print(&self) -> bool {
-        self.state.try_lock().is_some_and(|s| s.registered)
+        self.state.try_lock().is_some() && self.registered.load(Ordering::Acquire)
     }
 
     /// Asks the hypervisor to terminate the guest with `reason` (never returns): through the
     /// GHCB when it is up and free, else through the MSR protocol, which works at any time.
     pub fn terminate(&self, reason: TerminationReason) -> ! {
-        if let Some(state) = self.state.try_lock()
-            && state.registered
+        if let Some(_state) = self.state.try_lock()
+            && self.registered.load(Ordering::Acquire)
         {
             // The lock stays held until the guest ends.
             crate::nae::terminate(&mut self.shared_ghcb(), reason)
@@ -181,15 +228,85 @@ impl GhcbChannel {
         let Some(mut state) = self.state.try_lock() else {
             self.terminate(GuestReason::NestedVc.into())
         };
-        let State { registered, cpu } = &mut *state;
+        // With the lock free, so is the page: an interrupting user that took the page without
+        // the lock has returned before this context runs again.
+        if self.nesting.enter() != Ok(GhcbUse::Outer) {
+            self.terminate(GuestReason::NestedVc.into())
+        }
+        let registered = self.registered.load(Ordering::Acquire);
         let mut held = HeldChannel {
             msr: self.msr(),
             ghcb: registered.then(|| self.shared_ghcb()),
-            cpu,
+            cpu: &mut state.cpu,
             page: self.page,
             record: &self.record,
         };
-        f(&mut held)
+        let r = f(&mut held);
+        self.nesting.exit();
+        r
+    }
+
+    /// Runs `f` on the registered GHCB from a context that may have interrupted a user of this
+    /// channel on this vCPU and cannot wait for it: the NMI handler (see the module docs).
+    /// With the channel free, `f` holds it like [`with`](Self::with) would
+    /// ([`GhcbUse::Outer`]). With the channel held, the holder is the context this one
+    /// interrupted (the channel serves one vCPU), suspended until `f` returns: `f` borrows the
+    /// GHCB page ([`GhcbUse::Nested`] when the holder was between its first and last touch of
+    /// the page), which is saved into the backup page before and restored after, and the GHCB
+    /// MSR, which is read before and written back after if the holder had something else in
+    /// it (an MSR-protocol request or reply). `f` must not raise #VC: a #VC handler inside
+    /// would find the channel held and terminate the guest.
+    pub fn with_ghcb_interrupting<R>(
+        &self,
+        f: impl FnOnce(&mut HwGhcb<'_>, GhcbUse) -> R,
+    ) -> Result<R, InterruptingUseError> {
+        if !self.registered.load(Ordering::Acquire) {
+            return Err(InterruptingUseError::NotRegistered);
+        }
+        if let Some(_state) = self.state.try_lock() {
+            let u = self
+                .nesting
+                .enter()
+                .map_err(|_| InterruptingUseError::TooDeep)?;
+            let r = f(&mut self.shared_ghcb(), u);
+            self.nesting.exit();
+            return Ok(r);
+        }
+        // SAFETY: the lock holder is suspended below us on this vCPU and resumes only after we
+        // return, so nothing else runs on the MSR meanwhile; CPL 0 in an SEV-ES guest, the
+        // channel's own record (`new`'s contract).
+        let mut msr = unsafe { HwGhcbMsr::new(&self.record) };
+        let holders_msr = msr.read();
+        // SAFETY: the shared view maps the registered page decrypted (`new`'s contract); the
+        // backup page is this channel's, identity-mapped private, and touched by no one else.
+        // The holder's references to the page are not used until we return (it is suspended
+        // below us), and every access to the page is volatile, so it finds what it left there
+        // once `with_ghcb` restored it.
+        let (ghcb, backup) = unsafe { (&mut *self.shared_view(), &mut *self.page.backup.get()) };
+        let gpa = self.gpa();
+        let r = self
+            .nesting
+            .with_ghcb(ghcb, backup, |page, u| {
+                // SAFETY: as above; the GPA is registered and `msr.read` told the record what
+                // the MSR holds, so the VMGEXIT writes the GPA first if it is not there.
+                f(&mut unsafe { HwGhcb::new(page, gpa, &self.record) }, u)
+            })
+            .map_err(|_| InterruptingUseError::TooDeep);
+        if holders_msr != gpa {
+            msr.write(holders_msr);
+        }
+        r
+    }
+
+    /// Sends NMI_COMPLETE (the NMI handler's last word before its IRET: until then the
+    /// hypervisor holds back further NMIs), through [`with_ghcb_interrupting`]: it works also
+    /// when the NMI interrupted the #VC handler mid-request. Tells which GHCB user it was.
+    ///
+    /// [`with_ghcb_interrupting`]: Self::with_ghcb_interrupting
+    pub fn nmi_complete(&self) -> Result<GhcbUse, TerminationReason> {
+        let (sent, u) = self.with_ghcb_interrupting(|t, u| (nae::nmi_complete(t), u))?;
+        sent.map_err(|e| TerminationReason::from(e.reason()))?;
+        Ok(u)
     }
 
     /// Handles one #VC (vector 29) of this channel's vCPU with the interrupted `frame`: CPUID
@@ -243,7 +360,8 @@ mod tests {
 
     #[test]
     fn unregistered_channel_has_no_ghcb_and_cannot_print() {
-        assert_eq!(CHANNEL.gpa(), PAGE.0.get() as u64);
+        assert_eq!(CHANNEL.gpa(), PAGE.page.get() as u64);
+        assert_eq!(PAGE.backup.get() as u64, CHANNEL.gpa() + 4096);
         assert_eq!(CHANNEL.gpa() % 4096, 0);
         assert_eq!(CHANNEL.shared_view() as u64, (1 << 40) + CHANNEL.gpa());
         assert!(!CHANNEL.can_print());
@@ -252,5 +370,10 @@ mod tests {
             CHANNEL.can_print()
         });
         assert!(!held_can_print);
+        assert_eq!(
+            CHANNEL.with_ghcb_interrupting(|_, u| u).err(),
+            Some(InterruptingUseError::NotRegistered),
+            "nothing to borrow before registration"
+        );
     }
 }

@@ -51,19 +51,21 @@ impl GhcbNesting {
         self.depth.fetch_sub(1, Ordering::Release);
     }
 
-    /// Runs `f` with the GHCB as a registered user: a nested user's GHCB
-    /// contents are saved into `backup` before and restored after.
+    /// Runs `f` with the GHCB as a registered user, telling it which user it
+    /// is: a nested user's GHCB contents are saved into `backup` before and
+    /// restored after, so that the interrupted user finds its request (or
+    /// the hypervisor's reply to it) as it left it.
     pub fn with_ghcb<T>(
         &self,
         ghcb: &mut Ghcb,
         backup: &mut Ghcb,
-        f: impl FnOnce(&mut Ghcb) -> T,
+        f: impl FnOnce(&mut Ghcb, GhcbUse) -> T,
     ) -> Result<T, GuestReason> {
         let u = self.enter()?;
         if u == GhcbUse::Nested {
             backup.copy_from(ghcb);
         }
-        let r = f(ghcb);
+        let r = f(ghcb, u);
         if u == GhcbUse::Nested {
             ghcb.copy_from(backup);
         }
@@ -104,18 +106,28 @@ mod tests {
         assert_eq!(outer, GhcbUse::Outer);
         ghcb.set(GhcbField::Rax, 0x11);
         let inner = n
-            .with_ghcb(&mut ghcb, &mut backup, |g| {
+            .with_ghcb(&mut ghcb, &mut backup, |g, u| {
+                assert_eq!(u, GhcbUse::Nested);
+                let seen = g.get(GhcbField::Rax);
                 g.prepare(2);
                 g.set(GhcbField::Rcx, 0x22);
-                g.get(GhcbField::Rax)
+                (seen, g.get(GhcbField::Rax))
             })
             .unwrap();
-        assert_eq!(inner, None, "the nested user starts from a cleared bitmap");
+        assert_eq!(
+            inner.0,
+            Some(0x11),
+            "the nested user sees the outer request"
+        );
+        assert_eq!(
+            inner.1, None,
+            "the nested user starts from a cleared bitmap"
+        );
         assert_eq!(ghcb.get(GhcbField::Rax), Some(0x11));
         assert_eq!(ghcb.get(GhcbField::Rcx), None);
         // A third level is refused without touching the GHCB.
         n.enter().unwrap();
-        let deep = n.with_ghcb(&mut ghcb, &mut backup, |g| g.set(GhcbField::Rax, 0));
+        let deep = n.with_ghcb(&mut ghcb, &mut backup, |g, _| g.set(GhcbField::Rax, 0));
         assert_eq!(deep, Err(GuestReason::NestedVc));
         assert_eq!(ghcb.get(GhcbField::Rax), Some(0x11));
     }
