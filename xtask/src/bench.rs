@@ -291,6 +291,88 @@ pub fn sim() -> Result<()> {
     Ok(())
 }
 
+/// Issue 5's target for the VMGEXITs of a boot on 1 vCPU, port I/O (the console) excluded.
+const SEV_ES_VMGEXITS_TARGET: u64 = 64;
+
+/// The `vmgexit.*` counters of vCPU 0's `SIM-COUNTERS` line, with the total.
+fn vmgexit_counters(serial: &str) -> Result<(u64, Vec<(String, u64)>)> {
+    let line = serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SIM-COUNTERS vcpu=0 "))
+        .ok_or("no SIM-COUNTERS line for vCPU 0 in the serial output")?;
+    let fields: Vec<(&str, &str)> = line
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect();
+    let total = number(&fields, "SIM-COUNTERS", "vmgexits")?;
+    let mut by_event = Vec::new();
+    for (k, _) in fields.iter().filter(|(k, _)| k.starts_with("vmgexit.")) {
+        by_event.push((k.to_string(), number(&fields, "SIM-COUNTERS", k)?));
+    }
+    Ok((total, by_event))
+}
+
+/// `cargo xtask bench sev-es`: the kernel launched from IGVM on the simulator (release, 1 vCPU,
+/// no tests: launch, stage, kernel to `ready`, shutdown), and the VMGEXITs it took by event,
+/// as the simulator counted them.
+pub fn sev_es() -> Result<()> {
+    let fw = qemu::ensure_prerequisites()?;
+    std::fs::create_dir_all(target_dir().join("bench")).map_err(|e| e.to_string())?;
+    let sim = build_sim(Profile::Release)?;
+    let kernel = build(Profile::Release)?;
+    let log = target_dir().join("bench/sev-es.log");
+    let files = SimFiles {
+        guest_igvm: kernel.stage_igvm,
+        options: String::new(),
+    };
+    let cfg = RunConfig::logged(&sim.sim_efi, 1, "", log.clone()).on_sim(files);
+    let out = qemu::run(&cfg, &fw, false)?;
+    if !out.success() || !out.serial.contains("ready") {
+        return Err(format!(
+            "kernel on the simulator: {} (log {})\n{}",
+            out.describe(),
+            log.display(),
+            out.serial
+        ));
+    }
+    let (total, by_event) =
+        vmgexit_counters(&out.serial).map_err(|e| format!("{e} (log {})", log.display()))?;
+    let ioio = by_event
+        .iter()
+        .find(|(k, _)| k == "vmgexit.nae.ioio")
+        .map_or(0, |(_, v)| *v);
+    let others = total - ioio.min(total);
+    println!(
+        "{:<46} {:>12}",
+        "VMGEXITs, 1 vCPU, launch to shutdown", "count"
+    );
+    for (k, v) in &by_event {
+        println!("{:<46} {v:>12}", format!("  {k}"));
+    }
+    println!("{:<46} {total:>12}", "all");
+    println!(
+        "{:<46} {others:>12}  (target <= {SEV_ES_VMGEXITS_TARGET}: {})",
+        "without port I/O (console, debug exit)",
+        if others <= SEV_ES_VMGEXITS_TARGET {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    let events: Vec<String> = by_event
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {v}"))
+        .collect();
+    let json = format!(
+        "{{\n  \"vmgexits\": {total},\n  \"vmgexits_without_ioio\": {others},\n  \"by_event\": {{ {} }}\n}}\n",
+        events.join(", ")
+    );
+    let path = target_dir().join("bench/sev-es.json");
+    std::fs::write(&path, json).map_err(|e| e.to_string())?;
+    println!("written {}", path.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +382,24 @@ mod tests {
         noise SIM-BENCHX iterations=1\n\
         sim: SIM-BENCH iterations=100000 exits=200000 tsc=2000000000 tsc_hz=1000000000\n\
         SIM-COUNTERS vcpu=0 exit.cpuid=3\n";
+
+    #[test]
+    fn vmgexit_counters_are_read_from_vcpu_0() {
+        let serial = "x\nSIM-COUNTERS vcpu=0 exits=9 vmgexits=7 vc_delivered=3 exit.cpuid=2 \
+                      vmgexit.msr.sev_info=1 vmgexit.nae.ioio=6\n\
+                      SIM-COUNTERS vcpu=1 exits=0 vmgexits=0\n";
+        let (total, by_event) = vmgexit_counters(serial).unwrap();
+        assert_eq!(total, 7);
+        assert_eq!(
+            by_event,
+            [
+                ("vmgexit.msr.sev_info".to_string(), 1),
+                ("vmgexit.nae.ioio".to_string(), 6)
+            ]
+        );
+        assert!(vmgexit_counters("SIM-COUNTERS vcpu=1 vmgexits=1").is_err());
+        assert!(vmgexit_counters("SIM-COUNTERS vcpu=0 exits=1").is_err());
+    }
 
     #[test]
     fn sim_bench_lines_are_read_wherever_they_are() {

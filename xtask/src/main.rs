@@ -25,6 +25,7 @@ usage: cargo xtask <command> [options]
   bench boot                        boot-time phases (guest TSC) and image sizes -> target/bench/boot.json
   bench vc                          host cost of #VC decode+emulate -> target/bench/vc.json
   bench sim                         simulator #VC round trips and launch time -> target/bench/sim.json
+  bench sev-es                      VMGEXITs of a kernel boot on the simulator -> target/bench/sev-es.json
   clippy                            clippy on the host crates and on the freestanding binaries (warnings are errors)
   prereqs                           find (or, as root, install) QEMU >= 10.0 and OVMF";
 
@@ -107,6 +108,7 @@ fn dispatch(cmd: &str, mut args: Args) -> Result<()> {
             match what.as_str() {
                 "boot" => bench::boot(),
                 "sim" => bench::sim(),
+                "sev-es" => bench::sev_es(),
                 "vc" => cargo_status(&[
                     "run",
                     "--release",
