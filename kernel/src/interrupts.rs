@@ -7,7 +7,6 @@
 //! resumed, and, under SEV-ES, #VC (`crate::sev`). Under SEV-ES a resumed NMI ends with
 //! NMI_COMPLETE (`crate::sev::nmi_complete`), without which the hypervisor sends no other.
 
-use alloc::boxed::Box;
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use x86::gdt::{Gdt, IstStacks, Tss};
@@ -62,16 +61,7 @@ pub fn boot_ist_stack(slot: u8) -> (u64, u64) {
 /// Gives the running application processor its own IST stacks, TSS and GDT (leaked: they live
 /// as long as the CPU) and loads the shared IDT. Call once per AP, after the heap is up.
 pub fn init_ap() {
-    let layout = core::alloc::Layout::new::<IstStacks>();
-    // SAFETY: the layout has a non-zero size; IstStacks is plain bytes, valid when zeroed.
-    let ist = unsafe { alloc::alloc::alloc_zeroed(layout) } as *const IstStacks;
-    if ist.is_null() {
-        alloc::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: freshly allocated, initialised (zeroed), never freed.
-    let ist: &'static IstStacks = unsafe { &*ist };
-    let tss: &'static Tss = Box::leak(Box::new(Tss::new(ist.tops())));
-    let gdt: &'static Gdt = Box::leak(Box::new(Gdt::new(tss)));
+    let gdt = x86::gdt::leaked_for_new_cpu();
     // SAFETY: this CPU's own GDT and TSS, leaked, loaded once.
     unsafe { gdt.load() };
     // SAFETY: the GDT and TSS with this CPU's IST stacks were just loaded.

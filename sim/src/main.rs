@@ -27,13 +27,13 @@ use efi::{EfiError, Placement};
 use handoff::bootinfo::BootInfo;
 use memory::{GuestMemory, View};
 use sev::vmsa::Vmsa;
+use sim::counters::Counters;
 use sim::igvm::{self, IgvmError, LaunchParams, LaunchTarget, OutsideGuestMemory};
 use sim::options::Options;
+use sim::x2apic::Mailbox;
 use svm::{FpuState, Gprs, RunState, Vmcb};
 use uefi_raw::table::system::SystemTable;
 use uefi_raw::{Handle, Status};
-use sim::counters::Counters;
-use sim::x2apic::Mailbox;
 use vcpu::{Stop, Vcpu, VcpuSlot, Vm};
 use x86::qemu::{ExitStatus, debug_exit, halt_forever};
 use x86::{serial_println, tsc::rdtsc};
@@ -125,10 +125,11 @@ fn guest_ram(fw: &efi::Firmware, bytes: u64) -> Result<u64, SetupError> {
     Ok(raw.next_multiple_of(TWO_MIB))
 }
 
-/// The launch target: private guest memory and the VMSAs.
+/// The launch target: private guest memory and the VMSAs, by vCPU index (the loader passes
+/// only those below the launch's vCPU count, each once).
 struct Launch<'a> {
     mem: &'a GuestMemory,
-    vmsas: Vec<(u16, Box<Vmsa>)>,
+    vmsas: Vec<Option<Box<Vmsa>>>,
 }
 
 impl LaunchTarget for Launch<'_> {
@@ -139,7 +140,10 @@ impl LaunchTarget for Launch<'_> {
         }
         self.mem
             .write(gpa, &data[..len], View::Private)
-            .and_then(|()| self.mem.write(gpa + len as u64, &[0; 4096][len..], View::Private))
+            .and_then(|()| {
+                self.mem
+                    .write(gpa + len as u64, &[0; 4096][len..], View::Private)
+            })
             .map_err(|_| OutsideGuestMemory { gpa })
     }
 
@@ -147,7 +151,9 @@ impl LaunchTarget for Launch<'_> {
         // SAFETY: `Vmsa` is a 4096-byte plain-integer struct (checked by its layout tests);
         // every bit pattern is a valid value.
         let v = unsafe { core::ptr::read_unaligned(vmsa.as_ptr() as *const Vmsa) };
-        self.vmsas.push((vp_index, Box::new(v)));
+        if let Some(slot) = self.vmsas.get_mut(usize::from(vp_index)) {
+            *slot = Some(Box::new(v));
+        }
     }
 }
 
@@ -185,7 +191,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let trampoline = fw.allocate_pages(1, Placement::Below(0x9_ffff))?;
     let mut launch = Launch {
         mem: &mem,
-        vmsas: Vec::new(),
+        vmsas: (0..vp_count).map(|_| None).collect(),
     };
     let params = LaunchParams {
         vp_count,
@@ -193,8 +199,8 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
         cmdline,
     };
     let summary = igvm::load(igvm_file, &params, &mut launch).map_err(SetupError::Igvm)?;
-    let mut vmsas = launch.vmsas;
-    if !vmsas.iter().any(|(i, _)| *i == 0) {
+    let vmsas = launch.vmsas;
+    if vmsas[0].is_none() {
         return Err(SetupError::NoVcpu0);
     }
     serial_println!(
@@ -215,14 +221,12 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     });
     let iopm = Box::leak(Box::new(Bitmap([0xff; 3 * 4096])));
     let msrpm = Box::leak(Box::new(Bitmap([0xff; 2 * 4096])));
-    let vcpus = (0..vp_count)
-        .map(|i| VcpuSlot {
+    let vcpus = (0u32..)
+        .zip(vmsas)
+        .map(|(i, launch)| VcpuSlot {
             mailbox: Mailbox::new(),
             counters: Counters::new(i),
-            launch: vmsas
-                .iter()
-                .position(|(v, _)| u32::from(*v) == i)
-                .map(|at| vmsas.swap_remove(at).1),
+            launch,
         })
         .collect();
     let vm: &'static Vm = Box::leak(Box::new(Vm {
@@ -240,7 +244,12 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let mut info = Box::new(BootInfo::new());
 
     let ap_stacks: Vec<u64> = (1..vp_count)
-        .map(|_| Box::leak(Box::new(ApStack([0; AP_STACK_SIZE]))).0.as_ptr_range().end as u64)
+        .map(|_| {
+            Box::leak(Box::new(ApStack([0; AP_STACK_SIZE])))
+                .0
+                .as_ptr_range()
+                .end as u64
+        })
         .collect();
 
     fw.exit_boot_services(&mut info)?;
@@ -248,7 +257,13 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     x86::interrupts::set_handler(|frame| x86::interrupts::fatal(frame));
     let mut cpus = cpus.into_iter();
     let bsp = cpus.next().expect("one CPU at least");
-    start_aps(vm, cpus, &apic_ids[1..vp_count as usize], &ap_stacks, trampoline)?;
+    start_aps(
+        vm,
+        cpus,
+        &apic_ids[1..vp_count as usize],
+        &ap_stacks,
+        trampoline,
+    )?;
     bsp.enter(vm, 0, || {
         let us = (rdtsc() - efi_entry) * 1_000_000 / tsc_hz.max(1);
         serial_println!("SIM-LAUNCH efi_to_guest_us={us}");
@@ -327,20 +342,11 @@ impl HostCpu {
         // The guest starts with the x87/SSE state of reset: FCW 0x37f, MXCSR 0x1f80.
         state.guest_fpu.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
         state.guest_fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        let layout = core::alloc::Layout::new::<x86::gdt::IstStacks>();
-        // SAFETY: the layout has a non-zero size; IstStacks is plain bytes, valid when zeroed.
-        let ist = unsafe { alloc::alloc::alloc_zeroed(layout) } as *const x86::gdt::IstStacks;
-        if ist.is_null() {
-            alloc::alloc::handle_alloc_error(layout);
-        }
-        // SAFETY: freshly allocated, initialised (zeroed), never freed.
-        let ist: &'static x86::gdt::IstStacks = unsafe { &*ist };
-        let tss = Box::leak(Box::new(x86::gdt::Tss::new(ist.tops())));
         Self {
             vmcb: Box::leak(Box::new(Vmcb::zeroed())),
             hsave: Box::leak(Box::new(Vmcb::zeroed())),
             state,
-            gdt: Box::leak(Box::new(x86::gdt::Gdt::new(tss))),
+            gdt: x86::gdt::leaked_for_new_cpu(),
         }
     }
 
@@ -354,7 +360,10 @@ impl HostCpu {
         // SAFETY: `hsave` is this CPU's page for as long as SVM runs (forever).
         unsafe { svm::enable(self.hsave.address()) };
         let vmsa = if id == 0 {
-            vm.vcpus[0].launch.as_deref().ok_or(Stop::Error(vcpu::SimError::NoLaunchState { vcpu: 0 }))
+            vm.vcpus[0]
+                .launch
+                .as_deref()
+                .ok_or(Stop::Error(vcpu::SimError::NoLaunchState { vcpu: 0 }))
         } else {
             vcpu::await_startup(vm, id)
         };

@@ -133,6 +133,23 @@ impl Default for IstStacks {
     }
 }
 
+/// A GDT with a TSS and IST stacks of its own on the heap, leaked: for a CPU started at run
+/// time (an application processor), which keeps them for as long as it runs.
+#[cfg(feature = "alloc")]
+pub fn leaked_for_new_cpu() -> &'static Gdt {
+    use alloc::boxed::Box;
+    let layout = core::alloc::Layout::new::<IstStacks>();
+    // SAFETY: the layout has a non-zero size; IstStacks is plain bytes, valid when zeroed.
+    let ist = unsafe { alloc::alloc::alloc_zeroed(layout) } as *const IstStacks;
+    if ist.is_null() {
+        alloc::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: freshly allocated, initialised (zeroed), never freed.
+    let ist: &'static IstStacks = unsafe { &*ist };
+    let tss: &'static Tss = Box::leak(Box::new(Tss::new(ist.tops())));
+    Box::leak(Box::new(Gdt::new(tss)))
+}
+
 /// One CPU's GDT: null, kernel code, kernel data, TSS (two entries).
 #[derive(Debug)]
 #[repr(C, align(16))]

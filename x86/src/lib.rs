@@ -5,6 +5,9 @@
 //! pure logic (descriptor encodings, page-table arithmetic) are unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod apic;
 pub mod cr;
 pub mod gdt;
