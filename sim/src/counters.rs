@@ -129,7 +129,10 @@ impl Counters {
 
     /// Counts a #VMEXIT with SVM exit code `code`.
     pub fn exit(&self, code: u64) {
-        let i = EXITS.iter().position(|(c, _)| *c == code).unwrap_or(EXITS.len());
+        let i = EXITS
+            .iter()
+            .position(|(c, _)| *c == code)
+            .unwrap_or(EXITS.len());
         bump(&self.exits[i]);
     }
 
@@ -181,9 +184,21 @@ impl fmt::Display for Counters {
             self.nmis_injected()
         )?;
         let groups: [(&str, &[AtomicU64], &mut dyn Iterator<Item = &str>); 3] = [
-            ("exit", &self.exits, &mut EXITS.iter().map(|(_, n)| *n).chain(["other"])),
-            ("vmgexit.msr", &self.msr, &mut MSR_REQUESTS.into_iter().chain(["invalid"])),
-            ("vmgexit.nae", &self.nae, &mut NAE_EVENTS.iter().map(|(_, n)| *n).chain(["invalid"])),
+            (
+                "exit",
+                &self.exits,
+                &mut EXITS.iter().map(|(_, n)| *n).chain(["other"]),
+            ),
+            (
+                "vmgexit.msr",
+                &self.msr,
+                &mut MSR_REQUESTS.into_iter().chain(["invalid"]),
+            ),
+            (
+                "vmgexit.nae",
+                &self.nae,
+                &mut NAE_EVENTS.iter().map(|(_, n)| *n).chain(["invalid"]),
+            ),
         ];
         for (group, counters, names) in groups {
             for (n, c) in names.zip(counters) {

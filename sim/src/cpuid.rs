@@ -32,7 +32,7 @@ pub fn guest_view(leaf: u32, host: Regs, apic_id: u32, c_bit: u32) -> Regs {
         0xb | 0x1f => r.edx = apic_id,
         // The SEV leaf exists even where the host's highest extended leaf is below it.
         0x8000_0000 => r.eax = r.eax.max(0x8000_001f),
-        0x8000_0001 => r.ecx &= !(1 << 2), // no SVM
+        0x8000_0001 => r.ecx &= !(1 << 2),              // no SVM
         0x8000_0008 => r.eax = (r.eax & !0xff) | c_bit, // usable physical address bits
         0x8000_000a => r = Regs::default(),
         0x8000_001e => r.eax = apic_id,

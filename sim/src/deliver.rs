@@ -29,10 +29,16 @@ impl fmt::Display for DeliveryFault {
         match self {
             Self::OutsideIdt { vector } => write!(f, "vector {vector} is beyond the IDT limit"),
             Self::BadGate { vector, type_attr } => {
-                write!(f, "IDT gate {vector} is unusable (type/attributes {type_attr:#x})")
+                write!(
+                    f,
+                    "IDT gate {vector} is unusable (type/attributes {type_attr:#x})"
+                )
             }
             Self::BadCodeSegment { selector } => {
-                write!(f, "gate selector {selector:#x} is not a 64-bit code segment")
+                write!(
+                    f,
+                    "gate selector {selector:#x} is not a 64-bit code segment"
+                )
             }
             Self::Memory(e) => write!(f, "{e}"),
         }

@@ -218,7 +218,11 @@ impl GuestMemory {
         const GIB: u64 = 1 << 30;
         let pml4 = page();
         for view in [View::Shared, View::Private] {
-            let gpa_base = if view == View::Private { self.c_mask() } else { 0 };
+            let gpa_base = if view == View::Private {
+                self.c_mask()
+            } else {
+                0
+            };
             let pdpt = page();
             set_entry(pml4, (gpa_base >> 39) & 0x1ff, pdpt | TABLE);
             for gib in 0..self.size.div_ceil(GIB) {
@@ -239,5 +243,9 @@ impl GuestMemory {
 fn set_entry(table: u64, index: u64, value: u64) {
     // SAFETY: `table` is a page handed out by `build_npt`'s caller, identity-mapped and owned
     // by the nested page table; `index` < 512.
-    unsafe { (table as *mut u64).add(index as usize).write_volatile(value) }
+    unsafe {
+        (table as *mut u64)
+            .add(index as usize)
+            .write_volatile(value)
+    }
 }

@@ -78,10 +78,22 @@ mod tests {
 
     #[test]
     fn refuses_what_it_does_not_know() {
-        assert_eq!(Options::parse("mem=15"), Err(OptionError::BadMemory("mem=15")));
-        assert_eq!(Options::parse("mem=33"), Err(OptionError::BadMemory("mem=33")));
-        assert_eq!(Options::parse("mem=8192"), Err(OptionError::BadMemory("mem=8192")));
-        assert_eq!(Options::parse("mem=x"), Err(OptionError::BadMemory("mem=x")));
+        assert_eq!(
+            Options::parse("mem=15"),
+            Err(OptionError::BadMemory("mem=15"))
+        );
+        assert_eq!(
+            Options::parse("mem=33"),
+            Err(OptionError::BadMemory("mem=33"))
+        );
+        assert_eq!(
+            Options::parse("mem=8192"),
+            Err(OptionError::BadMemory("mem=8192"))
+        );
+        assert_eq!(
+            Options::parse("mem=x"),
+            Err(OptionError::BadMemory("mem=x"))
+        );
         assert_eq!(Options::parse("fast"), Err(OptionError::Unknown("fast")));
     }
 }

@@ -92,25 +92,46 @@ pub enum SimError {
     TripleFault(TripleFault),
     Shutdown,
     VmrunFailed,
-    UnexpectedExit { code: u64, info1: u64, info2: u64 },
+    UnexpectedExit {
+        code: u64,
+        info1: u64,
+        info2: u64,
+    },
     /// HLT with nothing that could wake the vCPU.
     HaltedForever,
     /// A start-up IPI for a vCPU the IGVM file gave no launch state.
-    NoLaunchState { vcpu: u32 },
+    NoLaunchState {
+        vcpu: u32,
+    },
     /// The simulator could not read guest memory it needed (the instruction at RIP).
     Walk(WalkError),
     /// An access to a non-RAM GPA with the C-bit set: encrypted MMIO cannot be emulated.
-    EncryptedMmio { gpa: u64 },
+    EncryptedMmio {
+        gpa: u64,
+    },
     /// A nested page fault on guest RAM, which is always mapped.
-    NpfOnRam { gpa: u64, info1: u64 },
+    NpfOnRam {
+        gpa: u64,
+        info1: u64,
+    },
     /// The GHCB MSR names a GPA outside guest RAM or not page-aligned.
-    BadGhcbGpa { gpa: u64 },
+    BadGhcbGpa {
+        gpa: u64,
+    },
     /// The GHCB MSR names another page than the one the guest registered.
-    UnregisteredGhcb { gpa: u64, registered: u64 },
+    UnregisteredGhcb {
+        gpa: u64,
+        registered: u64,
+    },
     /// The GHCB MSR holds a value the MSR protocol does not define.
-    MsrProtocol { value: u64, error: MsrProtocolError },
+    MsrProtocol {
+        value: u64,
+        error: MsrProtocolError,
+    },
     /// An SNP-only MSR-protocol request from an SEV-ES guest.
-    SnpOnly { what: &'static str },
+    SnpOnly {
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for SimError {
@@ -137,12 +158,14 @@ impl fmt::Display for SimError {
                 "access to MMIO GPA {gpa:#x} with the C-bit set (encrypted MMIO cannot be emulated)"
             ),
             Self::NpfOnRam { gpa, info1 } => {
-                write!(f, "nested page fault on RAM GPA {gpa:#x} (error {info1:#x})")
+                write!(
+                    f,
+                    "nested page fault on RAM GPA {gpa:#x} (error {info1:#x})"
+                )
             }
-            Self::BadGhcbGpa { gpa } => write!(
-                f,
-                "VMGEXIT with GHCB GPA {gpa:#x}: not a page of guest RAM"
-            ),
+            Self::BadGhcbGpa { gpa } => {
+                write!(f, "VMGEXIT with GHCB GPA {gpa:#x}: not a page of guest RAM")
+            }
             Self::UnregisteredGhcb { gpa, registered } => write!(
                 f,
                 "VMGEXIT with GHCB GPA {gpa:#x}, but the guest registered {registered:#x}"
@@ -151,7 +174,10 @@ impl fmt::Display for SimError {
                 write!(f, "invalid GHCB MSR protocol request {value:#x}: {error:?}")
             }
             Self::SnpOnly { what } => {
-                write!(f, "SNP-only MSR protocol request ({what}) from an SEV-ES guest")
+                write!(
+                    f,
+                    "SNP-only MSR protocol request ({what}) from an SEV-ES guest"
+                )
             }
         }
     }
@@ -388,7 +414,8 @@ impl Vcpu {
                 self.isr[usize::from(v / 64)] |= 1 << (v % 64);
                 self.vmcb.set(off::INT_CTL, INT_CTL_MASKING);
             } else {
-                self.vmcb.set(off::INT_CTL, INT_CTL_MASKING | INT_CTL_WINDOW);
+                self.vmcb
+                    .set(off::INT_CTL, INT_CTL_MASKING | INT_CTL_WINDOW);
                 self.vmcb.set(off::INT_VECTOR, v);
                 let misc: u32 = self.vmcb.get(off::INTERCEPT_MISC1);
                 self.vmcb.set(off::INTERCEPT_MISC1, misc | misc1::VINTR);
@@ -400,10 +427,9 @@ impl Vcpu {
     /// the task priority.
     fn deliverable_interrupt(&self) -> Option<u8> {
         let v = self.mailbox.highest_irr()?;
-        let in_service = (0..4)
-            .rev()
-            .find(|&i| self.isr[i] != 0)
-            .map_or(0, |i| i as u64 * 64 + 63 - u64::from(self.isr[i].leading_zeros()));
+        let in_service = (0..4).rev().find(|&i| self.isr[i] != 0).map_or(0, |i| {
+            i as u64 * 64 + 63 - u64::from(self.isr[i].leading_zeros())
+        });
         let floor = (in_service >> 4).max(self.tpr >> 4);
         (u64::from(v) >> 4 > floor).then_some(v)
     }
@@ -502,12 +528,7 @@ impl Vcpu {
                 self.vmcb.set(off::INTERCEPT_MISC1, misc & !misc1::VINTR);
                 Ok(())
             }
-            exit::VMRUN
-            | exit::VMLOAD
-            | exit::VMSAVE
-            | exit::STGI
-            | exit::CLGI
-            | exit::SKINIT => {
+            exit::VMRUN | exit::VMLOAD | exit::VMSAVE | exit::STGI | exit::CLGI | exit::SKINIT => {
                 self.vmcb.set(off::EVENT_INJ, EVENTINJ_UD);
                 Ok(())
             }

@@ -206,7 +206,11 @@ fn serve(
         NaeRequest::WrMsr { msr, value } => match msr_write(vcpu, vm, msr, value) {
             Ok(()) => host::reply_ok(ghcb, 0, &[]),
             Err(why) => {
-                return refuse(vcpu, ghcb, format_args!("WRMSR {msr:#x} <- {value:#x} ({why})"));
+                return refuse(
+                    vcpu,
+                    ghcb,
+                    format_args!("WRMSR {msr:#x} <- {value:#x} ({why})"),
+                );
             }
         },
         NaeRequest::Rdtsc => {

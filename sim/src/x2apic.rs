@@ -207,7 +207,10 @@ mod tests {
         m.post(Delivery::Fixed(0x31));
         m.post(Delivery::Fixed(0xf0));
         assert!(m.has_nmi() && m.take_nmi());
-        assert!(!m.has_nmi() && !m.take_nmi(), "two NMIs before the first is taken are one");
+        assert!(
+            !m.has_nmi() && !m.take_nmi(),
+            "two NMIs before the first is taken are one"
+        );
         assert_eq!(m.highest_irr(), Some(0xf0));
         m.take_irr(0xf0);
         assert_eq!(m.highest_irr(), Some(0x31));
