@@ -221,7 +221,10 @@ pub fn await_startup(vm: &Vm, id: u32) -> Result<&Vmsa, Stop> {
     let mut init = false;
     loop {
         init |= slot.mailbox.take_init();
-        if slot.mailbox.take_startup() && init {
+        // An INIT posted between the two takes is seen by the second one: both flags live in
+        // one atomic word, INIT posted before its SIPI, so a SIPI is dropped only when no INIT
+        // came before it.
+        if slot.mailbox.take_startup() && (init || slot.mailbox.take_init()) {
             break;
         }
         if vm.ending.load(Ordering::Acquire) {
