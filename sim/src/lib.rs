@@ -4,6 +4,7 @@
 extern crate alloc;
 
 pub mod counters;
+pub mod cr_write;
 pub mod cpuid;
 pub mod igvm;
 pub mod options;

@@ -214,13 +214,17 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     // The nested page table: at most 1 PML4 + 2 x (1 PDPT + 4 PDs) for 4 GiB of RAM.
     let npt_pool = zeroed_pages(&fw, 16)?;
     let mut next = 0u64;
-    let ncr3 = mem.build_npt(|| {
+    let npt = mem.build_npt(|| {
         assert!(next < 16, "nested page table pool exhausted");
         next += 1;
         npt_pool + (next - 1) * 4096
     });
     let iopm = Box::leak(Box::new(Bitmap([0xff; 3 * 4096])));
     let msrpm = Box::leak(Box::new(Bitmap([0xff; 2 * 4096])));
+    // EFER is the guest's own, as KVM leaves it to SEV-ES guests (it only learns of writes,
+    // through the EFER write trap): the AP start-up path enters long mode with WRMSR before
+    // any #VC handler exists. Its read and write bits: MSR 0xC000_0080 in the second 2 KiB.
+    msrpm.0[0x800 + 0x80 * 2 / 8] &= !0b11;
     let vcpus = (0u32..)
         .zip(vmsas)
         .map(|(i, launch)| VcpuSlot {
@@ -234,7 +238,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
         trace: options.trace,
         tsc_hz,
         ap_jump_table: AtomicU64::new(0),
-        ncr3,
+        npt,
         io_bitmaps: (iopm as *const _ as u64, msrpm as *const _ as u64),
         vcpus,
         started: AtomicU32::new(0),

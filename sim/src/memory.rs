@@ -144,8 +144,22 @@ impl GuestMemory {
     /// Translates `gva` through the guest's 4-level page tables at `cr3`, as the CPU would for
     /// a supervisor access (`write`: a write with CR0.WP set).
     pub fn translate(&self, cr3: u64, gva: u64, write: bool) -> Result<Translation, WalkError> {
+        self.translate_in(cr3, gva, write, Npt::Split)
+    }
+
+    /// [`translate`](Self::translate) under the nested page table the vCPU runs on: under
+    /// [`Npt::AllPrivate`] (paging off, or a CR3 without the C-bit: see [`NptRoots`]) every
+    /// table and the leaf are private whatever their C-bits say, as the guest sees them then.
+    pub fn translate_in(
+        &self,
+        cr3: u64,
+        gva: u64,
+        write: bool,
+        npt: Npt,
+    ) -> Result<Translation, WalkError> {
         let c = self.c_mask();
-        if cr3 & c == 0 {
+        let strict = npt == Npt::Split;
+        if strict && cr3 & c == 0 {
             return Err(WalkError::Cr3NotPrivate { cr3 });
         }
         let mut table = cr3 & ADDRESS_BITS & !c;
@@ -164,7 +178,7 @@ impl GuestMemory {
             if leaf {
                 let page_mask = (1u64 << shift) - 1;
                 let gpa = (address & !page_mask) | (gva & page_mask);
-                let view = if entry & c != 0 {
+                let view = if entry & c != 0 || !strict {
                     View::Private
                 } else {
                     View::Shared
@@ -174,7 +188,7 @@ impl GuestMemory {
                 }
                 return Ok(Translation { gpa, view });
             }
-            if entry & c == 0 {
+            if strict && entry & c == 0 {
                 return Err(WalkError::TableNotPrivate { gva, level });
             }
             table = address;
@@ -184,11 +198,23 @@ impl GuestMemory {
 
     /// Reads `out.len()` bytes at guest virtual `gva` (page by page).
     pub fn read_virt(&self, cr3: u64, gva: u64, out: &mut [u8]) -> Result<(), WalkError> {
+        self.read_virt_in(cr3, gva, out, Npt::Split)
+    }
+
+    /// [`read_virt`](Self::read_virt) under the nested page table `npt` (see
+    /// [`translate_in`](Self::translate_in)).
+    pub fn read_virt_in(
+        &self,
+        cr3: u64,
+        gva: u64,
+        out: &mut [u8],
+        npt: Npt,
+    ) -> Result<(), WalkError> {
         let mut done = 0;
         while done < out.len() {
             let va = gva.wrapping_add(done as u64);
             let chunk = (4096 - (va & 0xfff) as usize).min(out.len() - done);
-            let t = self.translate(cr3, va, false)?;
+            let t = self.translate_in(cr3, va, false, npt)?;
             self.read(t.gpa, &mut out[done..done + chunk], t.view)?;
             done += chunk;
         }
@@ -208,10 +234,23 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Builds the nested page table: GPA `g` maps the shared copy, `g | C-bit` the private copy,
-    /// both with 2 MiB pages; nothing else is mapped, so every other GPA (MMIO) exits with a
-    /// nested page fault. `page` hands out zeroed 4 KiB pages. Returns nCR3.
-    pub fn build_npt(&self, mut page: impl FnMut() -> u64) -> u64 {
+    /// Builds the nested page tables (see [`NptRoots`]): GPA `g` maps the shared copy,
+    /// `g | C-bit` the private copy, both with 2 MiB pages; nothing else is mapped, so every
+    /// other GPA (MMIO) exits with a nested page fault. The all-private root shares the private
+    /// half and maps `g` to the private copy too. `page` hands out zeroed 4 KiB pages.
+    pub fn build_npt(&self, mut page: impl FnMut() -> u64) -> NptRoots {
+        let split = self.build_split_npt(&mut page);
+        let c_index = (self.c_mask() >> 39) & 0x1ff;
+        // SAFETY: `split` is the PML4 just built (a page of `page`'s); entry `c_index` holds
+        // the private half's PDPT.
+        let private_pdpt = unsafe { (split as *const u64).add(c_index as usize).read_volatile() };
+        let all_private = page();
+        set_entry(all_private, 0, private_pdpt);
+        set_entry(all_private, c_index, private_pdpt);
+        NptRoots { split, all_private }
+    }
+
+    fn build_split_npt(&self, page: &mut impl FnMut() -> u64) -> u64 {
         // QEMU walks nested tables as user accesses: every level needs U (bit 2).
         const TABLE: u64 = 0x7;
         const LEAF_2M: u64 = 0x87;
@@ -237,6 +276,51 @@ impl GuestMemory {
             }
         }
         pml4
+    }
+}
+
+/// Which nested page table a vCPU runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Npt {
+    /// The C-bit picks the copy: the guest's normal state.
+    Split,
+    /// Every GPA reaches the private copy (see [`NptRoots`]).
+    AllPrivate,
+}
+
+/// The two nested page tables (nCR3 values) the vCPUs switch between.
+///
+/// With paging off, hardware treats every guest access as private; with paging on, it walks
+/// page tables and fetches instructions as private whatever the C-bit says, and only data
+/// accesses follow the C-bit. QEMU's nested walk cannot tell those accesses apart, so the
+/// simulator picks a table by guest state: [`Npt::AllPrivate`] while paging is off or CR3 lacks
+/// the C-bit (the AP start-up path: real mode, then 32-bit code that can load only a 32-bit
+/// CR3, until 64-bit code loads its full CR3), [`Npt::Split`] otherwise, where it requires the
+/// C-bit on CR3 and every table level (`translate`). In the all-private state a guest cannot
+/// reach shared memory, which such start-up code does not need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NptRoots {
+    pub split: u64,
+    pub all_private: u64,
+}
+
+impl NptRoots {
+    /// The nCR3 of `npt`.
+    pub fn root(&self, npt: Npt) -> u64 {
+        match npt {
+            Npt::Split => self.split,
+            Npt::AllPrivate => self.all_private,
+        }
+    }
+}
+
+/// The table a vCPU with these control registers runs on (see [`NptRoots`]).
+pub fn npt_for(cr0: u64, cr3: u64, c_mask: u64) -> Npt {
+    const CR0_PG: u64 = 1 << 31;
+    if cr0 & CR0_PG == 0 || cr3 & c_mask == 0 {
+        Npt::AllPrivate
+    } else {
+        Npt::Split
     }
 }
 

@@ -10,6 +10,8 @@ use core::ptr::{read_volatile, write_volatile};
 
 /// Control-area and save-area offsets used by the simulator.
 pub mod off {
+    /// CR reads (bits 15:0) and writes (bits 31:16).
+    pub const INTERCEPT_CR: usize = 0x000;
     pub const INTERCEPT_DR: usize = 0x004;
     pub const INTERCEPT_EXC: usize = 0x008;
     pub const INTERCEPT_MISC1: usize = 0x00c;
@@ -90,6 +92,8 @@ pub mod misc2 {
 
 /// SVM exit codes the simulator handles (APM vol. 2 table C-1).
 pub mod exit {
+    pub const WRITE_CR0: u64 = 0x10;
+    pub const WRITE_CR3: u64 = 0x13;
     pub const READ_DR7: u64 = 0x27;
     pub const WRITE_DR7: u64 = 0x37;
     pub const EXCP_DB: u64 = 0x41;

@@ -12,7 +12,7 @@
 //! reports with the same exit code.
 
 use crate::deliver::{self, TripleFault};
-use crate::memory::{GuestMemory, WalkError};
+use crate::memory::{GuestMemory, Npt, NptRoots, View, WalkError, npt_for};
 use crate::svm::{self, Gprs, RunState, Segment, Vmcb, exit, misc1, misc2, off};
 use alloc::boxed::Box;
 use core::fmt;
@@ -41,6 +41,14 @@ const EVENTINJ_INTR: u64 = 1 << 31;
 const INT_CTL_WINDOW: u64 = (1 << 8) | (0xf << 16) | (1 << 20);
 const INT_CTL_MASKING: u64 = 1 << 24;
 const RFLAGS_IF: u64 = 1 << 9;
+const CR0_PE: u64 = 1 << 0;
+const CR0_ET: u64 = 1 << 4;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+/// The L (64-bit code) bit of a VMCB segment's attributes.
+const SEG_ATTRIB_L: u16 = 1 << 9;
 /// How long a halted vCPU waits for an event while other vCPUs run (seconds).
 const HALT_TIMEOUT_S: u64 = 10;
 
@@ -53,8 +61,8 @@ pub struct Vm {
     pub tsc_hz: u64,
     /// The AP jump table GPA the guest set (0: none).
     pub ap_jump_table: AtomicU64,
-    /// nCR3 of the nested page table all vCPUs share.
-    pub ncr3: u64,
+    /// The nested page tables all vCPUs share; each runs on the one its state calls for.
+    pub npt: NptRoots,
     /// Physical addresses of the all-ones IOPM and MSRPM.
     pub io_bitmaps: (u64, u64),
     /// One slot per vCPU, indexed by vCPU number = APIC ID.
@@ -105,6 +113,21 @@ pub enum SimError {
     },
     /// The simulator could not read guest memory it needed (the instruction at RIP).
     Walk(WalkError),
+    /// An instruction to fetch under 32-bit (non-PAE or legacy PAE) paging, which the
+    /// simulator does not walk.
+    LegacyPaging {
+        cr0: u64,
+    },
+    /// A CR0/CR3 write intercept on an instruction other than `MOV CRn, reg`.
+    UnsupportedCrWrite {
+        cr: u8,
+        rip: u64,
+        bytes: [u8; 8],
+    },
+    /// An instruction that raises #VC outside long mode.
+    VcOutsideLongMode {
+        code: u64,
+    },
     /// An access to a non-RAM GPA with the C-bit set: encrypted MMIO cannot be emulated.
     EncryptedMmio {
         gpa: u64,
@@ -153,6 +176,20 @@ impl fmt::Display for SimError {
                 "start-up IPI for vCPU {vcpu}, but guest.igvm has no VP context for it"
             ),
             Self::Walk(e) => write!(f, "{e}"),
+            Self::LegacyPaging { cr0 } => write!(
+                f,
+                "the guest runs with 32-bit paging (CR0 {cr0:#x}), which the simulator does not walk"
+            ),
+            Self::UnsupportedCrWrite { cr, rip, bytes } => write!(
+                f,
+                "CR{cr} written at RIP {rip:#x} by an instruction other than MOV CR, reg \
+                 (bytes {bytes:02x?})"
+            ),
+            Self::VcOutsideLongMode { code } => write!(
+                f,
+                "exit {code:#x} outside long mode: the simulator delivers #VC through 64-bit \
+                 IDT gates only (SEV-ES start-up code must not raise #VC)"
+            ),
             Self::EncryptedMmio { gpa } => write!(
                 f,
                 "access to MMIO GPA {gpa:#x} with the C-bit set (encrypted MMIO cannot be emulated)"
@@ -200,6 +237,8 @@ pub struct Vcpu {
     pub nmi_completed: u64,
     /// The guest's DR7 as the hypervisor tracks it (DR7 NAE events).
     pub dr7: u64,
+    /// The nested page table this vCPU runs on now (`crate::memory::NptRoots`).
+    npt: Npt,
     /// TSC_AUX as the hypervisor tracks it (RDTSCP, MSR events).
     pub tsc_aux: u64,
     /// Host TSC and exit count at BENCH_START.
@@ -240,6 +279,9 @@ pub fn await_startup(vm: &Vm, id: u32) -> Result<&Vmsa, Stop> {
 /// The intercepts of an SEV-ES guest: everything the GHCB specification lists as a #VC
 /// source, the automatic exits, and the SVM instructions (answered with #UD).
 fn set_intercepts(vmcb: &mut Vmcb) {
+    // CR0 and CR3 writes: completed by the simulator ([`Vcpu::write_cr`]), to switch nested
+    // page tables with the guest's paging state.
+    vmcb.set(off::INTERCEPT_CR, (1u32 << 16) | (1 << 19));
     vmcb.set(off::INTERCEPT_DR, (1u32 << 7) | (1 << (16 + 7)));
     vmcb.set(off::INTERCEPT_EXC, (1u32 << 1) | (1 << 17));
     vmcb.set(
@@ -294,7 +336,8 @@ impl Vcpu {
         vmcb.set(off::MSRPM_BASE, vm.io_bitmaps.1);
         vmcb.set(off::ASID, id + 1);
         vmcb.set(off::NP_CONTROL, 1u64);
-        vmcb.set(off::N_CR3, vm.ncr3);
+        let npt = npt_for(vmsa.cr0, vmsa.cr3, vm.mem.c_mask());
+        vmcb.set(off::N_CR3, vm.npt.root(npt));
         // V_INTR_MASKING: physical interrupts stay the host's (masked, the simulator runs with
         // IF clear); the guest's RFLAGS.IF governs only virtual ones.
         vmcb.set(off::INT_CTL, INT_CTL_MASKING);
@@ -357,6 +400,7 @@ impl Vcpu {
             nmi_blocked: false,
             nmi_completed: 0,
             dr7: vmsa.dr7,
+            npt,
             tsc_aux: u64::from(vmsa.tsc_aux),
             bench: None,
             reinject: None,
@@ -493,6 +537,7 @@ impl Vcpu {
         match code {
             exit::VMMCALL if self.at_vmgexit(vm)? => crate::vmgexit::handle(self, vm),
             exit::MSR => self.msr(vm, info1 == 1),
+            exit::WRITE_CR0 | exit::WRITE_CR3 => self.write_cr(vm, code),
             // QEMU's TCG reports RDTSCP with the RDTSC exit code (its RDTSCP helper checks the
             // RDTSC intercept); hardware, and the guest's #VC handler, tell them apart.
             exit::RDTSC if self.insn_at_rip(vm, &[0x0f, 0x01, 0xf9])? => {
@@ -550,10 +595,116 @@ impl Vcpu {
     fn insn_at_rip(&self, vm: &Vm, bytes: &[u8]) -> Result<bool, Stop> {
         let mut insn = [0u8; 4];
         let insn = &mut insn[..bytes.len()];
-        vm.mem
-            .read_virt(self.vmcb.get(off::CR3), self.vmcb.rip(), insn)
-            .map_err(|e| Stop::Error(SimError::Walk(e)))?;
+        self.fetch(vm, insn)?;
         Ok(insn == bytes)
+    }
+
+    /// Whether the vCPU runs 64-bit code (long mode and a 64-bit code segment).
+    fn in_64bit_mode(&self) -> bool {
+        let efer: u64 = self.vmcb.get(off::EFER);
+        efer & EFER_LMA != 0 && self.vmcb.segment(off::CS).attrib & SEG_ATTRIB_L != 0
+    }
+
+    /// Reads `out.len()` instruction bytes at CS:RIP, in whatever mode the vCPU runs: with
+    /// paging off the linear address is the GPA, fetched private as hardware does.
+    fn fetch(&self, vm: &Vm, out: &mut [u8]) -> Result<(), Stop> {
+        let rip = self.vmcb.rip();
+        let linear = if self.in_64bit_mode() {
+            rip
+        } else {
+            self.vmcb.segment(off::CS).base.wrapping_add(rip) & 0xffff_ffff
+        };
+        let cr0: u64 = self.vmcb.get(off::CR0);
+        let efer: u64 = self.vmcb.get(off::EFER);
+        let read = if cr0 & CR0_PG == 0 {
+            vm.mem.read(linear, out, View::Private)
+        } else if efer & EFER_LMA != 0 {
+            vm.mem
+                .read_virt_in(self.vmcb.get(off::CR3), linear, out, self.npt)
+        } else {
+            return Err(Stop::Error(SimError::LegacyPaging { cr0 }));
+        };
+        read.map_err(|e| Stop::Error(SimError::Walk(e)))
+    }
+
+    /// A guest register by its x86 number (0 RAX .. 15 R15).
+    fn gpr(&self, n: u8) -> u64 {
+        let g = &self.state.gprs;
+        match n {
+            0 => self.vmcb.rax(),
+            1 => g.rcx,
+            2 => g.rdx,
+            3 => g.rbx,
+            4 => self.vmcb.get(off::RSP),
+            5 => g.rbp,
+            6 => g.rsi,
+            7 => g.rdi,
+            8 => g.r8,
+            9 => g.r9,
+            10 => g.r10,
+            11 => g.r11,
+            12 => g.r12,
+            13 => g.r13,
+            14 => g.r14,
+            _ => g.r15,
+        }
+    }
+
+    /// A `MOV CR0/CR3, reg` the intercept stopped: completed as the hardware would (the write,
+    /// EFER.LMA on a paging switch, #GP where the CPU raises it), then the nested page table
+    /// that fits the new state (`crate::memory::NptRoots`). SEV-ES hardware completes these
+    /// writes itself (CR write traps); the simulator reads the source register only to do
+    /// the hardware's part. Any other instruction writing CR0 (LMSW, CLTS) is refused.
+    fn write_cr(&mut self, vm: &Vm, code: u64) -> Result<(), Stop> {
+        let rip = self.vmcb.rip();
+        let mut bytes = [0u8; 8];
+        // The instruction is at most 8 bytes; stay within RIP's page.
+        let in_page = (4096 - (rip & 0xfff) as usize).min(bytes.len());
+        self.fetch(vm, &mut bytes[..in_page])?;
+        let long = self.in_64bit_mode();
+        let cr = (code - exit::WRITE_CR0) as u8;
+        let Some(m) = sim::cr_write::decode(&bytes[..in_page], long).filter(|m| m.cr == cr) else {
+            return Err(Stop::Error(SimError::UnsupportedCrWrite { cr, rip, bytes }));
+        };
+        let value = if long {
+            self.gpr(m.gpr)
+        } else {
+            self.gpr(m.gpr) & 0xffff_ffff
+        };
+        if cr == 0 {
+            let efer: u64 = self.vmcb.get(off::EFER);
+            let cr4: u64 = self.vmcb.get(off::CR4);
+            let paging = value & CR0_PG != 0;
+            let to_long = paging && efer & EFER_LME != 0;
+            if value >> 32 != 0
+                || (paging && value & CR0_PE == 0)
+                || (to_long && cr4 & CR4_PAE == 0)
+                || (!paging && long)
+            {
+                self.vmcb.set(off::EVENT_INJ, EVENTINJ_GP0);
+                return Ok(());
+            }
+            let efer = if to_long {
+                efer | EFER_LMA
+            } else {
+                efer & !EFER_LMA
+            };
+            self.vmcb.set(off::EFER, efer);
+            self.vmcb.set(off::CR0, value | CR0_ET);
+        } else {
+            self.vmcb.set(off::CR3, value);
+        }
+        self.vmcb.set_rip(rip + u64::from(m.len));
+        let npt = npt_for(
+            self.vmcb.get(off::CR0),
+            self.vmcb.get(off::CR3),
+            vm.mem.c_mask(),
+        );
+        if npt != self.npt {
+            self.npt = npt;
+            self.vmcb.set(off::N_CR3, vm.npt.root(npt));
+        }
+        Ok(())
     }
 
     /// RDMSR/WRMSR: the GHCB MSR and SEV_STATUS are served as hardware does, without the guest
@@ -580,8 +731,14 @@ impl Vcpu {
         self.state.gprs.rdx = v >> 32;
     }
 
-    /// Delivers #VC with `code` as its error code.
+    /// Delivers #VC with `code` as its error code. Only in long mode: SEV-ES start-up code
+    /// outside it (real mode, 32-bit) has no #VC handler, and the simulator delivers through
+    /// 64-bit IDT gates only, so it stops with the instruction's exit code instead.
     fn raise_vc(&mut self, vm: &Vm, code: u64) -> Result<(), Stop> {
+        let efer: u64 = self.vmcb.get(off::EFER);
+        if efer & EFER_LMA == 0 {
+            return Err(Stop::Error(SimError::VcOutsideLongMode { code }));
+        }
         self.counters.vc();
         deliver::exception(self.vmcb, &vm.mem, VC_VECTOR, Some(code))
             .map_err(|t| Stop::Error(SimError::TripleFault(t)))
