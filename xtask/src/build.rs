@@ -65,7 +65,7 @@ pub struct Artifacts {
 }
 
 /// The stage's IGVM entry symbol (`boot/src/igvm/mod.rs`).
-const STAGE_IGVM_ENTRY: &str = "_start_igvm";
+pub const STAGE_IGVM_ENTRY: &str = "_start_igvm";
 
 /// `cargo <subcommand>` for the freestanding `packages` with `features` (`package/feature`),
 /// with their target and flags.

@@ -1,5 +1,6 @@
 //! Finding (or installing) QEMU and OVMF, and running the kernel, or the simulator with a guest,
-//! under QEMU TCG.
+//! under QEMU TCG; and the QEMU/KVM command line of an SEV-ES or SEV-SNP guest on a real AMD
+//! host, with the checks that host must pass first.
 
 use crate::{Result, target_dir};
 use std::path::{Path, PathBuf};
@@ -38,7 +39,8 @@ fn qemu_version() -> Option<(u32, u32)> {
     Some((it.next()??, it.next()??))
 }
 
-fn ovmf() -> Option<PathBuf> {
+/// The first OVMF image found at the usual places.
+pub fn ovmf() -> Option<PathBuf> {
     OVMF_CANDIDATES
         .iter()
         .map(PathBuf::from)
@@ -121,6 +123,28 @@ pub struct SimFiles {
     pub options: String,
 }
 
+/// A run under KVM on an AMD host, the guest protected by SEV-ES or SEV-SNP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvmSev {
+    /// SEV-SNP (`sev-snp-guest`) instead of SEV-ES (`sev-guest` with the ES policy bit).
+    pub snp: bool,
+    /// The host's C-bit position (CPUID 0x8000001F EBX[5:0]); QEMU refuses any other, and an
+    /// IGVM file's launch page tables must be built with it.
+    pub c_bit: u32,
+    /// Boot from this IGVM file (QEMU's `igvm-cfg` object) instead of OVMF and the stage on
+    /// the ESP.
+    pub igvm: Option<PathBuf>,
+}
+
+/// SEV guest policy of a `kvm-sev-es` run: NODBG (bit 0) | ES (bit 2), "SEV-ES required".
+const SEV_ES_POLICY: &str = "0x5";
+/// Physical address bits the host loses to memory encryption (CPUID 0x8000001F EBX[11:6]),
+/// 1 on every EPYC generation so far.
+const REDUCED_PHYS_BITS: u32 = 1;
+/// The CPU model of a KVM run: a fixed EPYC model rather than `host`, so that SNP's CPUID
+/// table holds only what the firmware accepts.
+const KVM_CPU: &str = "EPYC-v4";
+
 /// One QEMU run of the kernel, or of the simulator with a guest.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -137,6 +161,8 @@ pub struct RunConfig {
     pub serial_log: Option<PathBuf>,
     /// Run `efi` as the simulator with this guest.
     pub sim: Option<SimFiles>,
+    /// Run under KVM with SEV-ES/SNP instead of TCG.
+    pub kvm: Option<KvmSev>,
 }
 
 impl RunConfig {
@@ -151,6 +177,7 @@ impl RunConfig {
             gdb_port: None,
             serial_log: Some(log),
             sim: None,
+            kvm: None,
         }
     }
 
@@ -195,49 +222,93 @@ impl Outcome {
     }
 }
 
-/// The QEMU command line for `cfg`, and the ESP directory it boots from (the caller removes it).
-pub fn command(cfg: &RunConfig, firmware: &Path) -> Result<(Command, PathBuf)> {
-    // Each run gets its own ESP directory, so runs can go in parallel.
-    let esp = target_dir()
-        .join("esp")
-        .join(format!("{}-{}", std::process::id(), unique()));
-    if let Err(e) = fill_esp(cfg, &esp) {
-        let _ = std::fs::remove_dir_all(&esp);
-        return Err(e);
-    }
-    let cpu = if cfg.sim.is_some() {
-        SIM_CPU
-    } else {
-        "EPYC-Milan"
+/// The QEMU command line for `cfg`, and the ESP directory it boots from (the caller removes it;
+/// none when booting from an IGVM file).
+pub fn command(cfg: &RunConfig, firmware: &Path) -> Result<(Command, Option<PathBuf>)> {
+    let igvm = cfg.kvm.as_ref().and_then(|k| k.igvm.as_ref());
+    let esp = match igvm {
+        Some(_) => None,
+        None => {
+            // Each run gets its own ESP directory, so runs can go in parallel.
+            let esp = target_dir()
+                .join("esp")
+                .join(format!("{}-{}", std::process::id(), unique()));
+            if let Err(e) = fill_esp(cfg, &esp) {
+                let _ = std::fs::remove_dir_all(&esp);
+                return Err(e);
+            }
+            Some(esp)
+        }
     };
+    Ok((command_line(cfg, firmware, esp.as_deref()), esp))
+}
+
+/// The QEMU command line for `cfg` booting `firmware` with the ESP directory `esp` (none: the
+/// IGVM file of `cfg.kvm` is the whole boot image).
+fn command_line(cfg: &RunConfig, firmware: &Path, esp: Option<&Path>) -> Command {
     let mut c = Command::new(QEMU);
-    c.args(["-machine", "q35", "-accel", "tcg", "-cpu", cpu])
-        .args([
-            "-smp",
-            &cfg.cpus.to_string(),
-            "-m",
-            &format!("{}M", cfg.memory_mib),
-        ])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-            "-net",
-            "none",
-        ])
-        .arg("-bios")
-        .arg(firmware)
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-drive")
-        .arg(format!("format=raw,file=fat:rw:{}", esp.display()));
-    if cfg.sim.is_none() && !cfg.cmdline.is_empty() {
-        // fw_cfg strings cannot contain commas unescaped: QEMU's option syntax doubles them.
-        c.arg("-fw_cfg").arg(format!(
-            "name=opt/sev-guest/cmdline,string={}",
-            cfg.cmdline.replace(',', ",,")
-        ));
+    match &cfg.kvm {
+        None => {
+            let cpu = if cfg.sim.is_some() {
+                SIM_CPU
+            } else {
+                "EPYC-Milan"
+            };
+            c.args(["-machine", "q35", "-accel", "tcg", "-cpu", cpu]);
+        }
+        Some(kvm) => {
+            let mut machine = String::from("q35,confidential-guest-support=sev0");
+            if kvm.igvm.is_some() {
+                machine += ",igvm-cfg=igvm0";
+            }
+            let sev = if kvm.snp {
+                format!(
+                    "sev-snp-guest,id=sev0,cbitpos={},reduced-phys-bits={REDUCED_PHYS_BITS}",
+                    kvm.c_bit
+                )
+            } else {
+                format!(
+                    "sev-guest,id=sev0,policy={SEV_ES_POLICY},cbitpos={},reduced-phys-bits={REDUCED_PHYS_BITS}",
+                    kvm.c_bit
+                )
+            };
+            c.args(["-machine", &machine, "-accel", "kvm", "-cpu", KVM_CPU])
+                .args(["-object", &sev]);
+            if let Some(igvm) = &kvm.igvm {
+                c.arg("-object")
+                    .arg(format!("igvm-cfg,id=igvm0,file={}", igvm.display()));
+            }
+        }
+    }
+    c.args([
+        "-smp",
+        &cfg.cpus.to_string(),
+        "-m",
+        &format!("{}M", cfg.memory_mib),
+    ])
+    .args([
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-net",
+        "none",
+    ])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    // With an IGVM file QEMU refuses firmware: the file is the whole boot image.
+    if let Some(esp) = esp {
+        c.arg("-bios")
+            .arg(firmware)
+            .arg("-drive")
+            .arg(format!("format=raw,file=fat:rw:{}", esp.display()));
+        if cfg.sim.is_none() && !cfg.cmdline.is_empty() {
+            // fw_cfg strings cannot contain commas unescaped: QEMU's option syntax doubles them.
+            c.arg("-fw_cfg").arg(format!(
+                "name=opt/sev-guest/cmdline,string={}",
+                cfg.cmdline.replace(',', ",,")
+            ));
+        }
     }
     match &cfg.serial_log {
         Some(p) => c.arg("-serial").arg(format!("file:{}", p.display())),
@@ -246,7 +317,104 @@ pub fn command(cfg: &RunConfig, firmware: &Path) -> Result<(Command, PathBuf)> {
     if let Some(port) = cfg.gdb_port {
         c.arg("-gdb").arg(format!("tcp::{port}")).arg("-S");
     }
-    Ok((c, esp))
+    c
+}
+
+/// What [`kvm_host_problems`] looks at on the host.
+#[derive(Debug, Default)]
+pub struct HostProbe {
+    /// `/dev/kvm` exists.
+    pub dev_kvm: bool,
+    /// `/sys/module/kvm_amd/parameters/sev_es`, if readable.
+    pub sev_es: Option<String>,
+    /// `/sys/module/kvm_amd/parameters/sev_snp`, if readable.
+    pub sev_snp: Option<String>,
+    /// The output of `qemu-system-x86_64 -object help` (the object types it was built with),
+    /// if it ran.
+    pub qemu_objects: Option<String>,
+    /// The firmware a boot through OVMF uses, if one was found.
+    pub firmware: Option<PathBuf>,
+}
+
+impl HostProbe {
+    /// Looks at this host; `firmware` is the OVMF image the run would use.
+    pub fn this_host(firmware: Option<PathBuf>) -> Self {
+        let param = |name: &str| {
+            std::fs::read_to_string(format!("/sys/module/kvm_amd/parameters/{name}"))
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
+        let qemu_objects = Command::new(QEMU)
+            .args(["-object", "help"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        HostProbe {
+            dev_kvm: Path::new("/dev/kvm").exists(),
+            sev_es: param("sev_es"),
+            sev_snp: param("sev_snp"),
+            qemu_objects,
+            firmware,
+        }
+    }
+}
+
+/// What this host lacks to run `kvm`, one sentence each; empty when it can run it.
+pub fn kvm_host_problems(kvm: &KvmSev, host: &HostProbe) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !host.dev_kvm {
+        problems.push("/dev/kvm is missing: KVM is needed (an AMD host with SVM enabled in its firmware and the kvm_amd module loaded)".to_string());
+    }
+    // Boolean module parameters read `Y`/`N`; older kernels made them integers.
+    let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v == "Y" || v == "1");
+    let (param, what) = if kvm.snp {
+        (&host.sev_snp, "SEV-SNP")
+    } else {
+        (&host.sev_es, "SEV-ES")
+    };
+    let name = if kvm.snp { "sev_snp" } else { "sev_es" };
+    if !on(param) {
+        let seen = match param {
+            Some(v) => format!("reads `{v}`"),
+            None => "is missing".to_string(),
+        };
+        problems.push(format!(
+            "/sys/module/kvm_amd/parameters/{name} {seen}: the host needs a CPU with {what} enabled in its firmware and a kernel that enables it (kvm_amd {name}=1{})",
+            if kvm.snp {
+                ", Linux >= 6.11 for SNP guests"
+            } else {
+                ""
+            }
+        ));
+    }
+    let objects = host.qemu_objects.as_deref().unwrap_or("");
+    let object = if kvm.snp {
+        "sev-snp-guest"
+    } else {
+        "sev-guest"
+    };
+    match &host.qemu_objects {
+        None => problems.push(format!("{QEMU} did not run: QEMU is needed")),
+        Some(_) if !objects.lines().any(|l| l.trim() == object) => problems.push(format!(
+            "{QEMU} has no `{object}` object: a QEMU built with SEV support is needed{}",
+            if kvm.snp { " (>= 9.1 for SNP)" } else { "" }
+        )),
+        Some(_) => {}
+    }
+    if kvm.igvm.is_some() {
+        if host.qemu_objects.is_some() && !objects.lines().any(|l| l.trim() == "igvm-cfg") {
+            problems.push(format!(
+                "{QEMU} has no `igvm-cfg` object: booting from IGVM needs a QEMU built with IGVM support (configure --enable-igvm; Debian's QEMU 10.0 has none)"
+            ));
+        }
+    } else if host.firmware.is_none() {
+        problems.push(
+            "no OVMF image found: pass --firmware PATH to an OVMF build with SEV-ES/SNP support"
+                .to_string(),
+        );
+    }
+    problems
 }
 
 /// Puts what OVMF boots on the ESP directory `esp`: the EFI application as the default boot
@@ -314,7 +482,9 @@ pub fn run(cfg: &RunConfig, firmware: &Path, verbose: bool) -> Result<Outcome> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = std::fs::remove_dir_all(esp);
+    if let Some(esp) = esp {
+        let _ = std::fs::remove_dir_all(esp);
+    }
     let serial = match &cfg.serial_log {
         Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
         None => String::new(),
@@ -324,4 +494,277 @@ pub fn run(cfg: &RunConfig, firmware: &Path, verbose: bool) -> Result<Outcome> {
         elapsed: start.elapsed(),
         serial,
     })
+}
+
+/// The C-bit position of this host's CPU (CPUID 0x8000001F EBX[5:0]) when it reports SEV
+/// (EAX bit 1); none on other CPUs.
+pub fn host_c_bit() -> Option<u32> {
+    use std::arch::x86_64::__cpuid;
+    // CPUID exists on every x86-64 CPU and only reads.
+    let max_extended = __cpuid(0x8000_0000).eax;
+    if max_extended < 0x8000_001f {
+        return None;
+    }
+    let leaf = __cpuid(0x8000_001f);
+    (leaf.eax & 0b10 != 0).then_some(leaf.ebx & 0x3f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The value after the first `flag` in `args`.
+    fn after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).map(String::as_str)
+    }
+
+    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    fn kvm_cfg(snp: bool, igvm: Option<&str>) -> RunConfig {
+        RunConfig {
+            kvm: Some(KvmSev {
+                snp,
+                c_bit: 51,
+                igvm: igvm.map(PathBuf::from),
+            }),
+            serial_log: None,
+            ..RunConfig::logged(Path::new("stage.efi"), 2, "log=debug,x", "log".into())
+        }
+    }
+
+    #[test]
+    fn tcg_runs_keep_their_command_line() {
+        let cfg = RunConfig::logged(Path::new("k.efi"), 4, "test=all", "s.log".into());
+        let a = args(&command_line(
+            &cfg,
+            Path::new("OVMF.fd"),
+            Some(Path::new("esp")),
+        ));
+        assert_eq!(after(&a, "-machine"), Some("q35"));
+        assert_eq!(after(&a, "-accel"), Some("tcg"));
+        assert_eq!(after(&a, "-cpu"), Some("EPYC-Milan"));
+        assert_eq!(after(&a, "-bios"), Some("OVMF.fd"));
+        assert_eq!(after(&a, "-drive"), Some("format=raw,file=fat:rw:esp"));
+        assert_eq!(
+            after(&a, "-fw_cfg"),
+            Some("name=opt/sev-guest/cmdline,string=test=all")
+        );
+        assert!(values(&a, "-object").is_empty());
+        let sim = cfg.on_sim(SimFiles {
+            guest_igvm: "g.igvm".into(),
+            options: String::new(),
+        });
+        let a = args(&command_line(
+            &sim,
+            Path::new("OVMF.fd"),
+            Some(Path::new("esp")),
+        ));
+        assert_eq!(after(&a, "-cpu"), Some(SIM_CPU));
+        assert_eq!(after(&a, "-m"), Some("2048M"));
+        assert_eq!(
+            after(&a, "-fw_cfg"),
+            None,
+            "the simulator's guest gets cmdline.txt"
+        );
+    }
+
+    #[test]
+    fn kvm_sev_es_through_ovmf() {
+        let cfg = kvm_cfg(false, None);
+        let a = args(&command_line(
+            &cfg,
+            Path::new("/fw/OVMF.fd"),
+            Some(Path::new("esp")),
+        ));
+        assert_eq!(
+            after(&a, "-machine"),
+            Some("q35,confidential-guest-support=sev0")
+        );
+        assert_eq!(after(&a, "-accel"), Some("kvm"));
+        assert_eq!(after(&a, "-cpu"), Some("EPYC-v4"));
+        assert_eq!(
+            values(&a, "-object"),
+            ["sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1"]
+        );
+        assert_eq!(after(&a, "-bios"), Some("/fw/OVMF.fd"));
+        assert_eq!(after(&a, "-drive"), Some("format=raw,file=fat:rw:esp"));
+        assert_eq!(
+            after(&a, "-fw_cfg"),
+            Some("name=opt/sev-guest/cmdline,string=log=debug,,x")
+        );
+        assert_eq!(after(&a, "-smp"), Some("2"));
+        assert_eq!(after(&a, "-serial"), Some("stdio"));
+        assert!(a.iter().any(|x| x == "-no-reboot"));
+    }
+
+    #[test]
+    fn kvm_snp_through_ovmf() {
+        let cfg = kvm_cfg(true, None);
+        let a = args(&command_line(
+            &cfg,
+            Path::new("OVMF.fd"),
+            Some(Path::new("esp")),
+        ));
+        assert_eq!(
+            values(&a, "-object"),
+            ["sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1"]
+        );
+        assert_eq!(after(&a, "-bios"), Some("OVMF.fd"));
+    }
+
+    #[test]
+    fn kvm_sev_es_from_igvm_has_no_firmware() {
+        let cfg = kvm_cfg(false, Some("/img/sev-guest-cbit51.igvm"));
+        let a = args(&command_line(&cfg, Path::new("OVMF.fd"), None));
+        assert_eq!(
+            after(&a, "-machine"),
+            Some("q35,confidential-guest-support=sev0,igvm-cfg=igvm0")
+        );
+        assert_eq!(
+            values(&a, "-object"),
+            [
+                "sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1",
+                "igvm-cfg,id=igvm0,file=/img/sev-guest-cbit51.igvm"
+            ]
+        );
+        for flag in ["-bios", "-drive", "-fw_cfg", "-pflash"] {
+            assert_eq!(after(&a, flag), None, "{flag} with an IGVM file");
+        }
+    }
+
+    fn good_host() -> HostProbe {
+        HostProbe {
+            dev_kvm: true,
+            sev_es: Some("Y".into()),
+            sev_snp: Some("1".into()),
+            qemu_objects: Some(
+                "List of user creatable objects:\n  igvm-cfg\n  sev-guest\n  sev-snp-guest\n"
+                    .into(),
+            ),
+            firmware: Some("OVMF.fd".into()),
+        }
+    }
+
+    #[test]
+    fn a_capable_host_has_no_problems() {
+        for snp in [false, true] {
+            assert_eq!(
+                kvm_host_problems(&kvm_cfg(snp, None).kvm.unwrap(), &good_host()),
+                Vec::<String>::new()
+            );
+        }
+        let igvm = kvm_cfg(false, Some("x.igvm")).kvm.unwrap();
+        let host = HostProbe {
+            firmware: None,
+            ..good_host()
+        };
+        assert!(
+            kvm_host_problems(&igvm, &host).is_empty(),
+            "IGVM needs no firmware"
+        );
+    }
+
+    #[test]
+    fn what_the_host_lacks_is_named() {
+        let es = kvm_cfg(false, None).kvm.unwrap();
+        let snp = kvm_cfg(true, None).kvm.unwrap();
+        let igvm = kvm_cfg(false, Some("x.igvm")).kvm.unwrap();
+        let one = |kvm: &KvmSev, host: HostProbe| {
+            let p = kvm_host_problems(kvm, &host);
+            assert_eq!(p.len(), 1, "{p:?}");
+            p[0].clone()
+        };
+        let p = one(
+            &es,
+            HostProbe {
+                dev_kvm: false,
+                ..good_host()
+            },
+        );
+        assert!(p.contains("/dev/kvm is missing"), "{p}");
+        let p = one(
+            &es,
+            HostProbe {
+                sev_es: Some("N".into()),
+                ..good_host()
+            },
+        );
+        assert!(
+            p.contains("sev_es reads `N`") && p.contains("kvm_amd sev_es=1"),
+            "{p}"
+        );
+        let p = one(
+            &es,
+            HostProbe {
+                sev_es: None,
+                ..good_host()
+            },
+        );
+        assert!(p.contains("sev_es is missing"), "{p}");
+        let p = one(
+            &snp,
+            HostProbe {
+                sev_snp: Some("0".into()),
+                ..good_host()
+            },
+        );
+        assert!(p.contains("kvm_amd sev_snp=1"), "{p}");
+        let p = one(
+            &snp,
+            HostProbe {
+                qemu_objects: Some("  sev-guest\n".into()),
+                ..good_host()
+            },
+        );
+        assert!(
+            p.contains("no `sev-snp-guest` object") && p.contains("9.1"),
+            "{p}"
+        );
+        let p = one(
+            &igvm,
+            HostProbe {
+                qemu_objects: Some("  sev-guest\n".into()),
+                ..good_host()
+            },
+        );
+        assert!(p.contains("no `igvm-cfg` object"), "{p}");
+        let p = one(
+            &es,
+            HostProbe {
+                qemu_objects: None,
+                ..good_host()
+            },
+        );
+        assert!(p.contains("QEMU is needed"), "{p}");
+        let p = one(
+            &es,
+            HostProbe {
+                firmware: None,
+                ..good_host()
+            },
+        );
+        assert!(p.contains("--firmware PATH"), "{p}");
+        // This machine's case: no KVM, no kvm_amd.
+        let p = kvm_host_problems(
+            &es,
+            &HostProbe {
+                dev_kvm: false,
+                sev_es: None,
+                ..good_host()
+            },
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
 }
