@@ -55,7 +55,12 @@ pub fn init() {
 /// The boot CPU's IST stack `slot` (1-based) as (lowest address, top).
 pub fn boot_ist_stack(slot: u8) -> (u64, u64) {
     let top = BOOT_IST.tops()[usize::from(slot) - 1];
-    (top - x86::gdt::IST_STACK_SIZE as u64, top)
+    let above = if slot == x86::gdt::ist::NMI {
+        x86::gdt::NMI_SCRATCH as u64
+    } else {
+        0
+    };
+    (top + above - x86::gdt::IST_STACK_SIZE as u64, top)
 }
 
 /// Gives the running application processor its own IST stacks, TSS and GDT (leaked: they live

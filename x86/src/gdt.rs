@@ -10,6 +10,11 @@
 //! application processors): [`Tss::new`] takes the tops of the IST stacks, [`Gdt::new`] the TSS,
 //! and [`Gdt::load`] makes them the running CPU's. FS and GS are never reloaded, so the GS base
 //! that per-CPU data uses survives [`Gdt::load`].
+//!
+//! Two things change after loading, both for the NMI entry of [`crate::interrupts`]: the TSS's
+//! general IST slot, which an NMI moves down while it handles an NMI that interrupted a stub on
+//! that stack ([`Tss::set_ist`]), and the [`NMI_SCRATCH`] bytes above the NMI stack's top, where
+//! [`Gdt::load`] leaves the TSS's address and the NMI entry keeps its state.
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
@@ -38,6 +43,11 @@ pub const IST_SLOTS: usize = 7;
 /// Size of each IST stack in [`IstStacks`]: enough for the SSE save area, the register dump and
 /// a handler that runs on it (NMI, #DF, #MC, or a fault inside the entry stub itself).
 pub const IST_STACK_SIZE: usize = 16 * 1024;
+/// Bytes at the very end of the NMI stack, above the top the TSS gives the CPU (which only
+/// pushes below it): the NMI entry's per-CPU words, the TSS address ([`Gdt::load`] writes it)
+/// and the NMI state (`crate::interrupts`). Per CPU without a per-CPU register: an NMI finds
+/// them at its own stack's top.
+pub const NMI_SCRATCH: usize = 16;
 
 /// Access byte: present, DPL 0, code/data, executable, readable.
 const ACCESS_CODE: u8 = 0x9a;
@@ -68,11 +78,10 @@ pub const fn tss_descriptor(base: u64) -> (u64, u64) {
     (descriptor(base as u32, limit, ACCESS_TSS, 0), base >> 32)
 }
 
-/// A 64-bit Task State Segment: only the IST pointers are used (no privilege changes happen,
-/// so RSP0-2 stay 0; the I/O map base points past the limit: no I/O bitmap).
-#[derive(Debug)]
+/// The fields of a 64-bit Task State Segment: only the IST pointers are used (no privilege
+/// changes happen, so RSP0-2 stay 0; the I/O map base points past the limit: no I/O bitmap).
 #[repr(C, packed(4))]
-pub struct Tss {
+struct TssFields {
     _reserved0: u32,
     rsp: [u64; 3],
     _reserved1: u64,
@@ -83,25 +92,64 @@ pub struct Tss {
     iomap_base: u16,
 }
 
+/// A 64-bit Task State Segment. The CPU reads its IST slots at every interrupt; the NMI entry
+/// changes the general slot while it runs ([`Tss::set_ist`]), hence the `UnsafeCell`.
+#[repr(transparent)]
+pub struct Tss(UnsafeCell<TssFields>);
+
+// SAFETY: only the CPU that loaded the TSS reads it (at interrupt delivery) or changes it (its
+// NMI entry, with no other code of that CPU running meanwhile); other CPUs never touch it.
+unsafe impl Sync for Tss {}
+
 impl Tss {
     /// A TSS whose IST slot `n` (1-based) points at `ist_tops[n - 1]`. Each top must be 16-byte
-    /// aligned (the CPU aligns it down anyway) and end a stack no other CPU uses.
+    /// aligned (the CPU aligns it down anyway) and end a stack no other CPU uses; the NMI slot's
+    /// top must have [`NMI_SCRATCH`] bytes of that stack above it ([`IstStacks::tops`] gives
+    /// both).
     pub const fn new(ist_tops: [u64; IST_SLOTS]) -> Self {
-        Self {
+        Self(UnsafeCell::new(TssFields {
             _reserved0: 0,
             rsp: [0; 3],
             _reserved1: 0,
             ist: ist_tops,
             _reserved2: 0,
             _reserved3: 0,
-            iomap_base: size_of::<Tss>() as u16,
+            iomap_base: size_of::<TssFields>() as u16,
+        }))
+    }
+
+    /// The address of IST slot `slot` (1-based) inside the TSS (4-byte aligned: the TSS packs
+    /// its 64-bit fields that way).
+    fn ist_slot(&self, slot: u8) -> *mut u64 {
+        let fields = self.0.get();
+        // SAFETY: computes a field address inside the TSS; `slot` is 1..=7 (indexing panics
+        // otherwise).
+        unsafe {
+            (&raw mut (*fields).ist)
+                .cast::<u64>()
+                .add(usize::from(slot) - 1)
         }
     }
 
     /// The top of IST stack `slot` (1-based).
     pub fn ist(&self, slot: u8) -> u64 {
-        let ist = self.ist;
-        ist[usize::from(slot) - 1]
+        assert!((1..=IST_SLOTS).contains(&usize::from(slot)));
+        // SAFETY: a field of this TSS, read as the CPU reads it (unaligned: packed).
+        unsafe { self.ist_slot(slot).read_unaligned() }
+    }
+
+    /// Points IST slot `slot` (1-based) at `top` and returns what it held. Only the NMI entry
+    /// does this, on the CPU whose TSS this is, for the duration of its handler.
+    ///
+    /// # Safety
+    /// This is the running CPU's TSS, and `top` is 16-byte aligned with free stack below it
+    /// for whatever may be delivered on that slot until the old value is put back.
+    pub(crate) unsafe fn set_ist(&self, slot: u8, top: u64) -> u64 {
+        let old = self.ist(slot);
+        // SAFETY: a field of this TSS (the caller's CPU's; no one else writes it), written with
+        // one store, so an interrupt delivered meanwhile sees the old or the new top.
+        unsafe { self.ist_slot(slot).write_unaligned(top) };
+        old
     }
 }
 
@@ -120,10 +168,18 @@ impl IstStacks {
         Self(UnsafeCell::new([[0; IST_STACK_SIZE]; IST_SLOTS]))
     }
 
-    /// The top (one past the highest byte) of each stack, in IST-slot order, for [`Tss::new`].
+    /// The top of each stack, in IST-slot order, for [`Tss::new`]: one past its highest byte,
+    /// except for the NMI stack, whose top leaves its last [`NMI_SCRATCH`] bytes above it.
     pub fn tops(&self) -> [u64; IST_SLOTS] {
         let base = self.0.get() as u64;
-        core::array::from_fn(|i| base + ((i + 1) * IST_STACK_SIZE) as u64)
+        core::array::from_fn(|i| {
+            let end = base + ((i + 1) * IST_STACK_SIZE) as u64;
+            if i + 1 == usize::from(ist::NMI) {
+                end - NMI_SCRATCH as u64
+            } else {
+                end
+            }
+        })
     }
 }
 
@@ -173,14 +229,28 @@ impl Gdt {
         &self.0
     }
 
+    /// The address of the TSS the descriptor points at.
+    fn tss_address(&self) -> u64 {
+        let (lo, hi) = (self.0[3], self.0[4]);
+        ((lo >> 16) & 0xff_ffff) | ((lo >> 56) & 0xff) << 24 | (hi & 0xffff_ffff) << 32
+    }
+
     /// Makes this the running CPU's GDT: loads GDTR, reloads CS (far return), SS/DS/ES, and the
-    /// task register. FS and GS are left alone (their bases hold per-CPU pointers).
+    /// task register, and leaves the TSS's address in the NMI stack's scratch words for the NMI
+    /// entry ([`NMI_SCRATCH`]). FS and GS are left alone (their bases hold per-CPU pointers).
     ///
     /// # Safety
     /// Once per CPU; no other CPU may have loaded this GDT (`ltr` marks its TSS busy, and a
     /// second `ltr` of a busy TSS raises #GP). The GDT and its TSS stay in place for the rest of
-    /// the run.
+    /// the run, and the TSS's IST stacks are as [`Tss::new`] requires.
     pub unsafe fn load(&'static self) {
+        let tss = self.tss_address();
+        // SAFETY: the GDT was built by `new` from a 'static TSS.
+        let nmi_top = unsafe { &*(tss as *const Tss) }.ist(ist::NMI);
+        // SAFETY: the first scratch word above the NMI stack's top (`Tss::new`'s contract), used
+        // by nothing else; no NMI is handled on this CPU before the TSS is loaded below.
+        unsafe { (nmi_top as *mut u64).write(tss) };
+        crate::interrupts::register_nmi_stack(nmi_top);
         #[repr(C, packed)]
         struct Pointer {
             limit: u16,
@@ -224,10 +294,26 @@ mod tests {
     #[test]
     fn tss_layout() {
         assert_eq!(size_of::<Tss>(), 104);
-        assert_eq!(core::mem::offset_of!(Tss, ist), 0x24);
+        assert_eq!(core::mem::offset_of!(TssFields, ist), 0x24);
         let t = Tss::new([1, 2, 3, 4, 5, 6, 7]);
         assert_eq!((t.ist(1), t.ist(7)), (1, 7));
-        assert_eq!({ t.iomap_base }, 104);
+        // SAFETY: reads a field of a TSS no CPU uses.
+        assert_eq!(unsafe { (*t.0.get()).iomap_base }, 104);
+        let raw = t.0.get() as *const u8;
+        // SAFETY: this test's own TSS, not in use by any CPU; slot 4 at 0x24 + 3 * 8.
+        let old = unsafe { t.set_ist(ist::GENERAL, 0x1230) };
+        assert_eq!((old, t.ist(ist::GENERAL)), (4, 0x1230));
+        // SAFETY: reads 8 bytes inside the 104-byte TSS.
+        let at = unsafe { raw.add(0x24 + 3 * 8).cast::<u64>().read_unaligned() };
+        assert_eq!(at, 0x1230, "the slot the CPU reads");
+        assert_eq!((t.ist(3), t.ist(5)), (3, 5), "neighbours untouched");
+    }
+
+    #[test]
+    fn gdt_knows_its_tss() {
+        let tss: &'static Tss = Box::leak(Box::new(Tss::new([0; IST_SLOTS])));
+        let gdt = Gdt::new(tss);
+        assert_eq!(gdt.tss_address(), tss as *const Tss as u64);
     }
 
     #[test]
@@ -260,7 +346,13 @@ mod tests {
         let tops = s.tops();
         let base = &*s as *const IstStacks as u64;
         for (i, t) in tops.iter().enumerate() {
-            assert_eq!(*t, base + ((i + 1) * IST_STACK_SIZE) as u64);
+            let end = base + ((i + 1) * IST_STACK_SIZE) as u64;
+            let scratch = if i + 1 == usize::from(ist::NMI) {
+                NMI_SCRATCH as u64
+            } else {
+                0
+            };
+            assert_eq!(*t, end - scratch, "slot {}", i + 1);
             assert_eq!(t % 16, 0);
         }
     }

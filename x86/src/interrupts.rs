@@ -8,7 +8,7 @@
 //!
 //! # Nesting
 //! An IST stack is reused from its top each time its vector fires, so a second exception on the
-//! same IST while the first still uses it would destroy the first frame. Hence two kinds of
+//! same IST while the first still uses it would destroy the first frame. Hence three kinds of
 //! entry:
 //!
 //! - **Moving** (every vector but NMI, #DF and #MC): when the interrupted code ran at CPL 0, the
@@ -17,18 +17,53 @@
 //!   there. The general IST stack is free again after a handful of instructions, so a handler may
 //!   fault (#PF, #UD, a #VC for port I/O, int3) and nest as deeply as its stack allows; each
 //!   nested frame lands below the previous one's red zone.
-//! - **Staying** (NMI, #DF, #MC): these run on their own IST stacks. NMIs and machine checks can
-//!   arrive at any instruction, including inside a moving stub before it left the general IST
-//!   stack, and a #DF may be caused by the very stack a moving stub would switch to.
+//! - **Staying** (#DF, #MC): these run on their own IST stacks. A machine check can arrive at
+//!   any instruction, including inside a moving stub before it left the general IST stack, and a
+//!   #DF may be caused by the very stack a moving stub would switch to. Neither returns twice.
+//! - **NMI**: its own IST stack, and the handler runs there, never nested (below).
 //!
 //! A fault *inside* the copy (the interrupted stack is unmapped: a stack overflow) re-enters on
 //! the general IST stack and overwrites the frame being copied; the stub recognises that case by
 //! the faulting RIP, stays on the IST stack, and `dispatch` reports it as fatal instead of
 //! calling the handler.
 //!
-//! Still open for later work: an NMI handler that itself takes an exception re-enables NMIs with
-//! that exception's IRETQ, and a second NMI would then reuse the NMI IST stack; the NMI handler
-//! must be written as Linux's is (or never fault) before NMIs are used.
+//! # NMIs
+//! A second NMI can arrive while the handler of the first still runs: under SEV-ES the handler
+//! sends NMI_COMPLETE before its IRET and the hypervisor may inject the next NMI right after it
+//! (at worst at the instruction after the VMGEXIT), and on bare metal any exception inside the
+//! handler unblocks NMIs with its IRETQ. The CPU delivers that NMI at the top of the NMI stack
+//! again. The scheme is Linux's (`entry_64.S`, "nested NMIs"), simplified by our fixed frame:
+//!
+//! - The top [`NMI_LANDING`] bytes of the NMI stack are a landing zone: a first-level NMI copies
+//!   its frame (hardware frame, vector, error code) just below it and runs its handler there,
+//!   so a nested NMI's hardware frame overwrites nothing live.
+//! - A per-CPU state word above the stack's top ([`crate::gdt::NMI_SCRATCH`]: the TSS address,
+//!   then the state) says whether this CPU's NMI handler is executing. A nested NMI (state not
+//!   idle) does not run the handler: it marks the state *latched* and returns at once, without
+//!   NMI_COMPLETE, so the hypervisor keeps further NMIs back.
+//! - Before its IRETQ the first-level NMI looks at the state: latched means one more NMI was
+//!   delivered meanwhile, and the handler runs again (on the same frame), which sends that
+//!   NMI's NMI_COMPLETE. Its last instructions (from `x86_nmi_exit_check` to the IRETQ) form a
+//!   window in which the state may already read idle while the frame is still live: a nested
+//!   NMI that interrupted this window (known by its RIP) latches and returns to the start of
+//!   the window, so the check sees the latch.
+//!
+//! So the handler runs once per delivered NMI, one run at a time, on a bounded stack, however
+//! the NMIs are timed. Under SEV-ES that makes every NMI, every handler run and every
+//! NMI_COMPLETE match one to one; on bare metal NMIs that arrive while one is latched merge
+//! (the CPU itself holds only one pending NMI).
+//!
+//! The handler may take exceptions. A moving stub puts their frames below the NMI handler's
+//! stack pointer, on the NMI stack. The one problem is an NMI that interrupted a moving stub
+//! *before* it left the general IST stack: an exception of the NMI handler would be delivered
+//! at that stack's top, over the interrupted stub's frame (the #VC case under SEV-ES: the NMI
+//! arrives as a #VC is delivered, and its handler does port I/O or CPUID). As Linux does for
+//! its #VC stack (`__sev_es_ist_enter`), the NMI entry then points the TSS's general IST slot
+//! below the interrupted stack pointer for the duration of the handler, and puts it back after.
+//! The TSS is found through the scratch word that `Gdt::load` writes.
+//!
+//! [`in_nmi`] tells code that may run in an NMI handler (the console) not to wait for a lock the
+//! interrupted code may hold.
 //!
 //! # The frame
 //! Each stub pushes a dummy error code where the CPU pushes none and the vector, then the common
@@ -41,11 +76,18 @@
 //! FXSAVE covers x87, MMX and XMM0-15, everything the binaries use: they are built for the
 //! baseline x86-64 target (SSE2, no AVX), so no YMM/ZMM state exists to be clobbered.
 
+use crate::gdt::{IST_STACK_SIZE, NMI_SCRATCH, Tss, ist};
 use crate::idt::{Idt, vector};
 use core::fmt;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Stride between the entry stubs: each is padded to 16 bytes.
 const STUB_STRIDE: u64 = 16;
+
+/// The top bytes of the NMI stack that a nested NMI may write: its hardware frame (40 bytes),
+/// the vector and error code its stub pushes (16) and the two registers the NMI entry saves
+/// (16), rounded up to 16. A first-level NMI runs below them.
+pub const NMI_LANDING: u64 = 80;
 
 /// What the entry stubs save, lowest address first: the saved CR2 and general registers, then
 /// what the stub pushed (vector, error code), then the hardware frame.
@@ -238,12 +280,12 @@ fn move_window() -> (u64, u64) {
     (start, end)
 }
 
-/// Called by every entry stub with the saved frame.
+/// Called by every entry stub but the NMI's with the saved frame.
 extern "C" fn dispatch(frame: &mut InterruptFrame) {
     let (start, end) = move_window();
     let staying = matches!(
         frame.vector as u8,
-        vector::NMI | vector::DOUBLE_FAULT | vector::MACHINE_CHECK
+        vector::DOUBLE_FAULT | vector::MACHINE_CHECK
     );
     if !staying && (start..end).contains(&frame.rip) {
         crate::serial::force_unlock();
@@ -252,16 +294,82 @@ extern "C" fn dispatch(frame: &mut InterruptFrame) {
         );
         fatal(frame);
     }
+    handle(frame)
+}
+
+/// Hands `frame` to the registered handler (fatal without one).
+fn handle(frame: &mut InterruptFrame) {
     match HANDLER.get() {
         Some(handler) => handler(frame),
         None => fatal(frame),
     }
 }
 
+/// Called by the NMI entry for each NMI it handles, with the saved frame and the TSS address
+/// from the scratch words (0 if `Gdt::load` never wrote it). When the NMI interrupted code on
+/// the general IST stack (a moving stub before its move), the general IST slot points below
+/// that code's stack pointer while the handler runs (see the module docs).
+extern "C" fn dispatch_nmi(frame: &mut InterruptFrame, tss: u64) {
+    // SAFETY: `Gdt::load` wrote the address of this CPU's 'static TSS.
+    let tss = (tss != 0).then(|| unsafe { &*(tss as *const Tss) });
+    let shifted = tss.and_then(|tss| {
+        let top = tss.ist(ist::GENERAL);
+        let on_general = (top - IST_STACK_SIZE as u64..top).contains(&frame.rsp);
+        // SAFETY: this CPU's TSS; everything below the interrupted stack pointer on the general
+        // IST stack is free (the interrupted stub only uses what lies above it).
+        on_general.then(|| (tss, unsafe { tss.set_ist(ist::GENERAL, frame.rsp & !15) }))
+    });
+    handle(frame);
+    if let Some((tss, top)) = shifted {
+        // SAFETY: puts back the value taken above, on the same CPU.
+        unsafe { tss.set_ist(ist::GENERAL, top) };
+    }
+}
+
+/// Most CPUs whose NMI stacks [`in_nmi`] knows (CPUs beyond are never reported as in an NMI).
+const MAX_NMI_STACKS: usize = 256;
+/// The NMI stack tops of the CPUs that loaded their GDT ([`register_nmi_stack`]).
+static NMI_STACKS: [AtomicU64; MAX_NMI_STACKS] = [const { AtomicU64::new(0) }; MAX_NMI_STACKS];
+static NMI_STACK_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes a CPU's NMI stack (its TSS's NMI top) for [`in_nmi`], once: `Gdt::load` calls it
+/// each time a CPU loads its GDT.
+pub(crate) fn register_nmi_stack(top: u64) {
+    if nmi_stack_tops().any(|t| t == top) {
+        return;
+    }
+    let i = NMI_STACK_COUNT.fetch_add(1, Ordering::AcqRel);
+    if let Some(slot) = NMI_STACKS.get(i) {
+        slot.store(top, Ordering::Release);
+    }
+}
+
+/// The NMI stack tops registered so far.
+fn nmi_stack_tops() -> impl Iterator<Item = u64> {
+    let n = NMI_STACK_COUNT.load(Ordering::Acquire).min(MAX_NMI_STACKS);
+    NMI_STACKS[..n]
+        .iter()
+        .map(|t| t.load(Ordering::Acquire))
+        .filter(|&t| t != 0)
+}
+
+/// Whether the running CPU is inside its NMI handler (or an exception that handler took): its
+/// stack pointer is on its NMI stack, where nothing else runs. Such code must not wait for a
+/// lock, which the code the NMI interrupted may hold.
+pub fn in_nmi() -> bool {
+    let rsp: u64;
+    // SAFETY: reads RSP.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
+    };
+    let below = (IST_STACK_SIZE - NMI_SCRATCH) as u64;
+    nmi_stack_tops().any(|top| (top - below..top).contains(&rsp))
+}
+
 // The entry stubs. Each is 16 bytes: `push 0` (2 bytes, only where the CPU pushes no error
 // code), `push imm32` vector (5 bytes, so vectors >= 128 are not sign-extended) and a jump to the
-// moving or staying path. The error-code list must match `idt::has_error_code`, and the staying
-// list `idt::ist_for` (both checked by the tests below, which read the assembled bytes).
+// moving, staying or NMI path. The error-code list must match `idt::has_error_code`, and the
+// staying list `idt::ist_for` (both checked by the tests below, which read the assembled bytes).
 core::arch::global_asm!(
     ".pushsection .text.x86_interrupt_entry, \"ax\", @progbits",
     ".balign 16",
@@ -277,7 +385,9 @@ core::arch::global_asm!(
     ".endif",
     ".byte 0x68",
     ".long x86_vec",
-    ".if (x86_vec == 2) || (x86_vec == 8) || (x86_vec == 18)",
+    ".if x86_vec == 2",
+    "jmp x86_interrupt_nmi",
+    ".elseif (x86_vec == 8) || (x86_vec == 18)",
     "jmp x86_interrupt_stay",
     ".else",
     "jmp x86_interrupt_move",
@@ -377,14 +487,125 @@ core::arch::global_asm!(
     "pop rax",
     "add rsp, 16",
     "iretq",
+    "",
+    // NMI path (see the module docs). T is the NMI stack's top: the CPU always delivers NMIs
+    // there, so on entry RSP = T - 56 (vector, error code, RIP, CS, RFLAGS, RSP, SS) and the
+    // scratch words sit at T (TSS address) and T + 8 (state: 0 idle, 1 executing, 3 executing
+    // and one NMI latched). After the two pushes below: RCX at [rsp], RAX at [rsp + 8], the
+    // frame from [rsp + 16], the state at [rsp + 80].
+    ".balign 16",
+    "x86_interrupt_nmi:",
+    "push rax",
+    "push rcx",
+    // Interrupted in the exit window of this CPU's first-level NMI: latch, and make it check
+    // again.
+    "mov rax, [rsp + 32]",
+    "lea rcx, [rip + x86_nmi_exit_check]",
+    "cmp rax, rcx",
+    "jb 2f",
+    "lea rcx, [rip + x86_nmi_iret]",
+    "cmp rax, rcx",
+    "ja 2f",
+    "lea rcx, [rip + x86_nmi_exit_check]",
+    "mov [rsp + 32], rcx",
+    "jmp 3f",
+    "2:",
+    "cmp qword ptr [rsp + 80], 0",
+    "jne 3f",
+    // First level: executing; the frame goes below the landing zone (T - 136 = RSP - 64).
+    "mov qword ptr [rsp + 80], 1",
+    "mov rax, [rsp + 16]",
+    "mov [rsp - 64], rax",
+    "mov rax, [rsp + 24]",
+    "mov [rsp - 56], rax",
+    "mov rax, [rsp + 32]",
+    "mov [rsp - 48], rax",
+    "mov rax, [rsp + 40]",
+    "mov [rsp - 40], rax",
+    "mov rax, [rsp + 48]",
+    "mov [rsp - 32], rax",
+    "mov rax, [rsp + 56]",
+    "mov [rsp - 24], rax",
+    "mov rax, [rsp + 64]",
+    "mov [rsp - 16], rax",
+    "pop rcx",
+    "pop rax",
+    "lea rsp, [rsp - 80]",
+    // Runs the handler once: RSP = T - 136 here, T - 264 after the 16 pushes.
+    "x86_nmi_body:",
+    "push rax",
+    "push rbx",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push rbp",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rax, cr2",
+    "push rax",
+    "mov rbx, rsp",
+    "sub rsp, 512",
+    "and rsp, -16",
+    "fxsave64 [rsp]",
+    "mov rdi, rbx",
+    "mov rsi, [rbx + 264]",
+    "cld",
+    "call {dispatch_nmi}",
+    "fxrstor64 [rsp]",
+    "mov rsp, rbx",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rbp",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rbx",
+    "pop rax",
+    "add rsp, 16",
+    // The exit window: RSP = T - 120 (the hardware frame), every register the interrupted
+    // code's; the flags are free (IRETQ restores them).
+    "x86_nmi_exit_check:",
+    "cmp qword ptr [rsp + 128], 1",
+    "jne 4f",
+    "mov qword ptr [rsp + 128], 0",
+    "x86_nmi_iret:",
+    "iretq",
+    // An NMI was latched while the handler ran: run it again for that one.
+    "4:",
+    "mov qword ptr [rsp + 128], 1",
+    "sub rsp, 16",
+    "jmp x86_nmi_body",
+    // Nested: latch for the first-level NMI and return at once (no NMI_COMPLETE: the
+    // hypervisor holds further NMIs back until the handler has run for this one).
+    "3:",
+    "mov qword ptr [rsp + 80], 3",
+    "pop rcx",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
     ".popsection",
     dispatch = sym dispatch,
+    dispatch_nmi = sym dispatch_nmi,
 );
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gdt::ist;
     use crate::idt::{has_error_code, ist_for};
 
     /// The first bytes of vector `v`'s stub, as assembled into this test binary.
@@ -413,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn only_nmi_df_mc_stay() {
+    fn nmi_df_mc_have_their_own_paths() {
         let target = |v: u8| {
             let s = stub(v);
             let at = if has_error_code(v) { 5 } else { 7 };
@@ -427,13 +648,14 @@ mod tests {
             }
         };
         let moving = target(0);
-        let staying = target(2);
-        assert_ne!(moving, staying);
+        let staying = target(8);
+        let nmi = target(2);
+        assert!(moving != staying && staying != nmi && nmi != moving);
         for v in 0..=255u8 {
-            let expected = if ist_for(v) == ist::GENERAL {
-                moving
-            } else {
-                staying
+            let expected = match v {
+                vector::NMI => nmi,
+                _ if ist_for(v) == ist::GENERAL => moving,
+                _ => staying,
             };
             assert_eq!(target(v), expected, "vector {v}");
         }
