@@ -26,3 +26,12 @@ pub const NMI_COUNTER: u64 = PREFIX | 4;
 pub const NMIS_INJECTED: u64 = 0;
 /// NMI_COUNTER's RBX for the NMI_COMPLETE events received from this vCPU so far.
 pub const NMI_COMPLETES: u64 = 1;
+
+/// A CPUID leaf in the hypervisor range (0x4000_0000..=0x4fff_ffff; "@SIM") through which the
+/// simulator reports the calling vCPU's time in guest mode: EDX:EAX = host TSC ticks spent
+/// between VMRUN and #VMEXIT so far, ECX:EBX = its #VMEXITs so far. The subleaf (ECX) is
+/// ignored, so a guest whose #VC handler caches CPUID answers by (leaf, subleaf) asks with a new
+/// subleaf each time. It is CPUID rather than a VMMCALL so that it works through any #VC
+/// handler, whatever hypercalls it lets through (the kernel's lets none); used by the kernel's
+/// `bench=vc`.
+pub const GUEST_TIME_LEAF: u32 = 0x4053_494d;

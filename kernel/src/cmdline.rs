@@ -3,13 +3,15 @@
 use log::LevelFilter;
 
 /// The options the kernel knows, for the message about an unknown one.
-pub const KNOWN: &str = "log=<error|warn|info|debug|trace>, test=<all|NAME>";
+pub const KNOWN: &str = "log=<error|warn|info|debug|trace>, test=<all|NAME>, bench=vc";
 
 /// The parsed command line. Unknown words are kept to be reported once logging works.
 pub struct Options<'a> {
     pub log_level: LevelFilter,
     /// `test=all` or `test=NAME`: run the in-kernel suite (or one case) and exit.
     pub test: Option<&'a str>,
+    /// `bench=NAME`: run a benchmark (`crate::bench`) instead of the tests, and exit.
+    pub bench: Option<&'a str>,
     line: &'a str,
 }
 
@@ -18,6 +20,7 @@ impl<'a> Options<'a> {
         let mut o = Options {
             log_level: LevelFilter::Info,
             test: None,
+            bench: None,
             line,
         };
         for word in line.split_ascii_whitespace() {
@@ -27,6 +30,7 @@ impl<'a> Options<'a> {
                     Err(_) => x86::serial_println!("kernel: bad log level `{v}`, using info"),
                 },
                 Some(("test", v)) if !v.is_empty() => o.test = Some(v),
+                Some(("bench", v)) if !v.is_empty() => o.bench = Some(v),
                 _ => {}
             }
         }
@@ -42,7 +46,7 @@ impl<'a> Options<'a> {
 fn is_known(word: &str) -> bool {
     match word.split_once('=') {
         Some(("log", _)) => true,
-        Some(("test", v)) => !v.is_empty(),
+        Some(("test", v)) | Some(("bench", v)) => !v.is_empty(),
         _ => false,
     }
 }

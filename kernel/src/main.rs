@@ -7,6 +7,7 @@ extern crate alloc;
 
 mod acpi;
 mod apic;
+mod bench;
 mod cmdline;
 mod heap;
 mod interrupts;
@@ -124,9 +125,10 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     }
     log::info!("ready");
     log_boot_times(info);
-    let status = match options.test {
-        Some(selection) => testing::run(selection, info),
-        None => ExitStatus::Success,
+    let status = match (options.bench, options.test) {
+        (Some(bench), _) => bench::run_named(bench),
+        (None, Some(selection)) => testing::run(selection, info),
+        (None, None) => ExitStatus::Success,
     };
     shutdown::exit(status)
 }

@@ -103,6 +103,8 @@ pub struct Counters {
     nae: [AtomicU64; NAE_EVENTS.len() + 1],
     nmi_injected: AtomicU64,
     vc_delivered: AtomicU64,
+    /// Host TSC ticks from just before each VMRUN to just after its #VMEXIT.
+    guest_tsc: AtomicU64,
 }
 
 /// Counts one. Only the vCPU's own CPU writes its counters, so a plain load and store do (a
@@ -124,6 +126,7 @@ impl Counters {
             nae: [const { AtomicU64::new(0) }; NAE_EVENTS.len() + 1],
             nmi_injected: AtomicU64::new(0),
             vc_delivered: AtomicU64::new(0),
+            guest_tsc: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +157,17 @@ impl Counters {
     /// Counts a #VC the simulator delivered.
     pub fn vc(&self) {
         bump(&self.vc_delivered);
+    }
+
+    /// Adds `ticks` of host TSC spent in guest mode (one VMRUN to its #VMEXIT).
+    pub fn in_guest(&self, ticks: u64) {
+        let c = &self.guest_tsc;
+        c.store(c.load(Ordering::Relaxed) + ticks, Ordering::Relaxed);
+    }
+
+    /// Host TSC ticks spent in guest mode so far (`handoff::sim_hypercall::GUEST_TIME_LEAF`).
+    pub fn guest_tsc(&self) -> u64 {
+        self.guest_tsc.load(Ordering::Relaxed)
     }
 
     /// NMIs injected so far.

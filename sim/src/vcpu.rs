@@ -420,8 +420,10 @@ impl Vcpu {
                 x86::qemu::halt_forever();
             }
             self.inject_pending();
+            let entry = x86::tsc::rdtsc();
             // SAFETY: SVM is on, the VMCB was set up by `new` with the VMRUN intercept.
             unsafe { svm::run(self.state) };
+            self.counters.in_guest(x86::tsc::rdtsc() - entry);
             let code: u64 = self.vmcb.get(off::EXIT_CODE);
             self.counters.exit(code);
             let int_info: u64 = self.vmcb.get(off::EXIT_INT_INFO);

@@ -42,6 +42,15 @@ pub fn handle(vcpu: &mut Vcpu, vm: &Vm) -> Result<(), Stop> {
 }
 
 fn host_cpuid(vcpu: &Vcpu, vm: &Vm, leaf: u32, subleaf: u32) -> Regs {
+    if leaf == sim_hypercall::GUEST_TIME_LEAF {
+        let (ticks, exits) = (vcpu.counters.guest_tsc(), vcpu.counters.total_exits());
+        return Regs {
+            eax: ticks as u32,
+            edx: (ticks >> 32) as u32,
+            ebx: exits as u32,
+            ecx: (exits >> 32) as u32,
+        };
+    }
     let h = x86::msr::cpuid(leaf, subleaf);
     let host = Regs {
         eax: h.eax,

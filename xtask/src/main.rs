@@ -397,6 +397,7 @@ fn run(profile: Profile, mut args: Args) -> Result<()> {
         serial_log: None,
         sim,
         kvm: None,
+        icount_shift: None,
     };
     finish_run(&cfg, &fw)
 }
@@ -452,6 +453,7 @@ fn run_kvm(profile: Profile, o: RunOptions) -> Result<()> {
         serial_log: None,
         sim: None,
         kvm: Some(kvm.clone()),
+        icount_shift: None,
     };
     let problems = qemu::kvm_host_problems(&kvm, &qemu::HostProbe::this_host(firmware.clone()));
     // Without a firmware image the command line names the one the user is to supply.

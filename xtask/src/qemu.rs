@@ -163,6 +163,9 @@ pub struct RunConfig {
     pub sim: Option<SimFiles>,
     /// Run under KVM with SEV-ES/SNP instead of TCG.
     pub kvm: Option<KvmSev>,
+    /// TCG only: QEMU's `-icount shift=N`, a deterministic clock that advances 2^N ns per guest
+    /// instruction (with 0, the TSC counts instructions).
+    pub icount_shift: Option<u32>,
 }
 
 impl RunConfig {
@@ -178,6 +181,7 @@ impl RunConfig {
             serial_log: Some(log),
             sim: None,
             kvm: None,
+            icount_shift: None,
         }
     }
 
@@ -255,6 +259,9 @@ fn command_line(cfg: &RunConfig, firmware: &Path, esp: Option<&Path>) -> Command
                 "EPYC-Milan"
             };
             c.args(["-machine", "q35", "-accel", "tcg", "-cpu", cpu]);
+            if let Some(shift) = cfg.icount_shift {
+                c.arg("-icount").arg(format!("shift={shift}"));
+            }
         }
         Some(kvm) => {
             let mut machine = String::from("q35,confidential-guest-support=sev0");
@@ -578,6 +585,18 @@ mod tests {
             None,
             "the simulator's guest gets cmdline.txt"
         );
+        assert_eq!(after(&a, "-icount"), None);
+        let counted = RunConfig {
+            icount_shift: Some(0),
+            ..sim
+        };
+        let a = args(&command_line(
+            &counted,
+            Path::new("OVMF.fd"),
+            Some(Path::new("esp")),
+        ));
+        assert_eq!(after(&a, "-icount"), Some("shift=0"));
+        assert_eq!(after(&a, "-accel"), Some("tcg"));
     }
 
     #[test]
