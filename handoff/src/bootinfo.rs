@@ -4,12 +4,12 @@
 //! interrupts disabled, on the stage's identity-mapped page tables, which map at least the kernel
 //! image and this structure. The kernel checks [`BootInfo::validate`] before using any field.
 //! Version history: 1 — first layout; 2 — the SEV fields (`sev_status`, `c_bit`, `vp_count`),
-//! which the EFI entry leaves at "none" and the IGVM entry fills.
+//! which the EFI entry leaves at "none" and the IGVM entry fills; 3 — `ap_jump_table`.
 
 /// "SEVBOOT" followed by a zero byte, little endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SEVBOOT\0");
 /// Layout version; bumped on every incompatible change.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Where the stage loads the kernel when that memory is free (it is under OVMF/QEMU), so that
 /// `cargo xtask run --gdb` can name the symbol offset in advance. Below 4 GiB, as required.
 pub const KERNEL_PREFERRED_BASE: u64 = 0x400_0000;
@@ -123,6 +123,10 @@ pub struct BootInfo {
     /// ACPI tables say (the EFI entry).
     pub vp_count: u32,
     pub _reserved: u32,
+    /// Under SEV-ES: a 4 KiB page below 4 GiB reserved for the AP jump table (its reset vector
+    /// and the code that parks APs, `sev::guest::ApJumpTable`), on which the launch's APs park
+    /// until the kernel wakes them; 0 without SEV-ES.
+    pub ap_jump_table: u64,
 }
 
 /// Why the kernel refused a `BootInfo`.
@@ -166,6 +170,7 @@ impl BootInfo {
             c_bit: 0,
             vp_count: 0,
             _reserved: 0,
+            ap_jump_table: 0,
         }
     }
 

@@ -48,6 +48,19 @@ pub const PAGE_TABLES_GPA: u64 = 0x2000;
 /// PML4, two PDPTs, four identity PDs (0..4 GiB), one shared-alias PD.
 pub const PAGE_TABLE_PAGES: u64 = 8;
 
+/// A page the launch leaves to the guest below 1 MiB for its AP start-up trampoline (a
+/// real-mode reset vector can only name such a page).
+pub const AP_TRAMPOLINE_GPA: u64 = 0xb000;
+/// A page the launch leaves to the guest for its AP jump table.
+pub const AP_JUMP_TABLE_GPA: u64 = 0xc000;
+
+// Both pages lie between the launch page tables and the parameter area.
+const _: () = assert!(
+    PAGE_TABLES_GPA + PAGE_TABLE_PAGES * 4096 <= AP_TRAMPOLINE_GPA
+        && AP_TRAMPOLINE_GPA + 4096 <= AP_JUMP_TABLE_GPA
+        && AP_JUMP_TABLE_GPA + 4096 <= PARAM_GPA
+);
+
 /// GPA of the parameter area ([`ParamArea`]).
 pub const PARAM_GPA: u64 = 0x1_0000;
 /// Size of the parameter area.

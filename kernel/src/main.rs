@@ -19,6 +19,7 @@ mod sev;
 mod shutdown;
 mod smp;
 mod testing;
+mod tsc;
 
 use handoff::bootinfo::BootInfo;
 use x86::qemu::ExitStatus;
@@ -73,7 +74,9 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     interrupts::init();
     // SAFETY: the stage passes a pointer to a BootInfo it keeps mapped and reserved; the header
     // is validated before any other field is believed.
-    let info = unsafe { &*info };
+    let info_ptr = info.cast_mut();
+    // SAFETY: as above.
+    let info = unsafe { &*info_ptr };
     let valid = info.validate();
     // Under SEV-ES nothing may raise #VC before the kernel's GHCB is up, and that needs the
     // kernel's page tables (the GHCB mapped shared) and the heap (the #VC decoder): they come
@@ -86,6 +89,20 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         sev::init(info.c_bit);
         memory
     });
+    // Without a TSC rate from the stage (the IGVM path has no firmware stall to time against)
+    // the kernel measures it with the HPET, which its page tables map now.
+    let calibration = (valid.is_ok() && info.tsc_hz == 0 && early.is_some()).then(|| {
+        let measured = tsc::calibrate_with_hpet();
+        if let Ok(hz) = measured {
+            // SAFETY: the stage handed the BootInfo over to the kernel, which alone uses it
+            // from now on (bootloader memory, mapped writable); `info` is not used again but
+            // re-borrowed below, after this write.
+            unsafe { (*info_ptr).tsc_hz = hz };
+        }
+        measured
+    });
+    // SAFETY: as above; no write to the BootInfo follows.
+    let info = unsafe { &*info_ptr };
     x86::serial::init();
     if let Err(e) = valid {
         x86::serial_println!("kernel: unusable BootInfo from the stage: {e:?}");
@@ -93,6 +110,11 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     }
     let options = cmdline::Options::parse(info.cmdline());
     logger::init(options.log_level, info.tsc_hz);
+    match calibration {
+        Some(Ok(hz)) => log::info!("TSC: {hz} Hz, measured against the HPET"),
+        Some(Err(e)) => log::warn!("TSC rate unknown: {e}"),
+        None => {}
+    }
     for bad in options.unknown() {
         log::warn!(
             "unknown command-line option `{bad}` (known options: {})",
@@ -110,7 +132,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
             "SEV-ES (SEV_STATUS {:#x}, C-bit {}): #VC through the kernel's GHCB at {:#x}",
             info.sev_status,
             info.c_bit.trailing_zeros(),
-            sev::ghcb_page()
+            sev::boot_ghcb_page()
         );
     }
     match early.map_or_else(|| bring_up_memory(info), Ok) {

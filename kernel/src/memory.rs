@@ -6,7 +6,7 @@
 //! other memory can be touched, so the tables are built from a pool of pages in the kernel's own
 //! `.bss` (mapped, since the stage's ELF loader zeroed it); frames from the allocator are used
 //! once the new tables are live. Under SEV-ES (a C-bit in the `BootInfo`) RAM is mapped private,
-//! MMIO and the kernel's GHCB page shared (leaves without the C-bit). The PML4 must be below 4 GiB because the AP trampoline loads
+//! MMIO and the kernel's GHCB pages shared (leaves without the C-bit). The PML4 must be below 4 GiB because the AP trampoline loads
 //! CR3 in 32-bit mode: when the pool is not, the PML4 is copied to a low frame.
 
 pub mod frames;
@@ -114,18 +114,20 @@ pub fn init(info: &BootInfo) -> Result<Summary, MemoryError> {
         map_initial(&mut tables, &mut pool, s, e, f)?;
     }
     if crate::sev::active() {
-        // The GHCB: the hypervisor reads and writes it, so its (identity) mapping is shared.
-        let ghcb = crate::sev::ghcb_page();
-        tables
-            .map_range_shared(&mut *pool, ghcb, ghcb + PAGE_4K, RAM)
-            .map_err(MemoryError::Map)?;
+        // The GHCBs: the hypervisor reads and writes them, so their (identity) mappings are
+        // shared.
+        for ghcb in crate::sev::ghcb_pages() {
+            tables
+                .map_range_shared(&mut *pool, ghcb, ghcb + PAGE_4K, RAM)
+                .map_err(MemoryError::Map)?;
+        }
     }
     if tables.root() >> 32 != 0 {
         return Err(MemoryError::Pml4Above4GiB(tables.root()));
     }
     // SAFETY: the new tables identity-map all RAM (this code, its stack, the BootInfo) and the
     // MMIO in use, exactly as the stage's did, private under SEV (the C-bit in CR3, every table
-    // pointer and RAM leaf) but for the GHCB, which nothing uses before `crate::sev::init`.
+    // pointer and RAM leaf) but for the GHCBs, which nothing uses before `crate::sev::init`.
     unsafe { x86::cr::write_cr3(tables.cr3()) };
     let summary = Summary {
         usable_bytes: frames as u64 * PAGE_4K,

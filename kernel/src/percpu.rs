@@ -1,7 +1,7 @@
 //! Per-CPU data: one [`PerCpu`] per CPU, reached through the GS base (IA32_GS_BASE), whose first
 //! word points back at the structure so that [`current`] is a single `mov rax, gs:[0]`.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// One CPU's data. Fields set by the boot CPU before the CPU starts are plain; what the CPU
 /// itself reports is atomic.
@@ -20,8 +20,19 @@ pub struct PerCpu {
     pub reported_apic_id: AtomicU32,
     /// Set by the CPU when it found itself through [`current`] (its GS base is right).
     pub gs_ok: AtomicBool,
-    /// Set by the CPU when it is up.
+    /// Set by the CPU when it is up, cleared when it goes offline.
     pub online: AtomicBool,
+    /// The CPU's GDT (with its TSS and IST stacks), made on its first start and loaded again
+    /// on every later one (`crate::smp`).
+    pub gdt: spin::Once<&'static x86::gdt::Gdt>,
+    /// Times the CPU came online.
+    pub starts: AtomicU32,
+    /// Work the boot CPU hands the CPU (`crate::smp`): 0 none, else a request the CPU takes.
+    pub work: AtomicUsize,
+    /// Work requests the boot CPU has posted to the CPU.
+    pub work_posted: AtomicU64,
+    /// Work requests the CPU has finished.
+    pub work_done: AtomicU64,
 }
 
 // SAFETY: `self_ptr` is only ever read to find the structure itself; the rest is plain data set
@@ -38,12 +49,18 @@ impl PerCpu {
             reported_apic_id: AtomicU32::new(u32::MAX),
             gs_ok: AtomicBool::new(false),
             online: AtomicBool::new(false),
+            gdt: spin::Once::new(),
+            starts: AtomicU32::new(0),
+            work: AtomicUsize::new(0),
+            work_posted: AtomicU64::new(0),
+            work_done: AtomicU64::new(0),
         }
     }
 
-    /// Makes `self` the running CPU's per-CPU data (GS base) and records what the CPU sees of
-    /// itself: `apic_id` read from its own APIC, and whether [`current`] finds `self`.
-    pub fn install(&'static self, apic_id: u32) {
+    /// Makes `self` the running CPU's per-CPU data (GS base) and records whether [`current`]
+    /// finds `self`. Under SEV-ES nothing here exits (no #VC: an AP calls this before it has a
+    /// GHCB), once the boot CPU has called it.
+    pub fn install(&'static self) {
         let base = self as *const Self as u64;
         if crate::sev::active() && enable_fsgsbase() {
             // SAFETY: CR4.FSGSBASE is set (just above); as for the MSR write below.
@@ -55,21 +72,32 @@ impl PerCpu {
             // the leaked table and lives for the rest of the run.
             unsafe { x86::msr::wrmsr(x86::msr::IA32_GS_BASE, base) };
         }
-        self.reported_apic_id.store(apic_id, Ordering::Relaxed);
         self.gs_ok
             .store(core::ptr::eq(current(), self), Ordering::Relaxed);
+    }
+
+    /// Records the APIC ID the CPU read from its own APIC.
+    pub fn report_apic_id(&self, apic_id: u32) {
+        self.reported_apic_id.store(apic_id, Ordering::Relaxed);
     }
 }
 
 /// CR4.FSGSBASE: WRGSBASE may be used.
 const CR4_FSGSBASE: u64 = 1 << 16;
 
-/// Sets CR4.FSGSBASE on this CPU when CPUID 7.0 EBX[0] says the CPU has it; returns whether it
-/// is set. Under SEV-ES the GS base is written with WRGSBASE: an SEV-ES hypervisor keeps the
-/// register in the encrypted VMSA, and the simulator does not serve a WRMSR of it (it would be
-/// a #VC it refuses with #GP); CR4 writes do not exit.
+/// Whether the CPUs have FSGSBASE (CPUID 7.0 EBX[0]), asked once, on the boot CPU (under
+/// SEV-ES CPUID is a #VC, which an AP cannot take before its per-CPU data is installed).
+static FSGSBASE: spin::Once<bool> = spin::Once::new();
+
+/// Sets CR4.FSGSBASE on this CPU when the CPUs have it; returns whether it is set. Under SEV-ES
+/// the GS base is written with WRGSBASE: an SEV-ES hypervisor keeps the register in the
+/// encrypted VMSA, and the simulator does not serve a WRMSR of it (it would be a #VC it refuses
+/// with #GP); CR4 writes do not exit.
 fn enable_fsgsbase() -> bool {
-    if x86::msr::cpuid(0, 0).eax < 7 || x86::msr::cpuid(7, 0).ebx & 1 == 0 {
+    let has = *FSGSBASE.call_once(|| {
+        x86::msr::cpuid(0, 0).eax >= 7 && x86::msr::cpuid(7, 0).ebx & 1 != 0
+    });
+    if !has {
         return false;
     }
     let cr4 = x86::cr::read_cr4() | CR4_FSGSBASE;
@@ -96,6 +124,20 @@ pub fn init_table(cpus: alloc::vec::Vec<PerCpu>) -> &'static [PerCpu] {
 /// All CPUs, boot CPU first; empty before [`init_table`].
 pub fn table() -> &'static [PerCpu] {
     TABLE.get().copied().unwrap_or(&[])
+}
+
+/// Under SEV-ES, the running CPU's per-CPU data if it installed it ([`PerCpu::install`] sets
+/// CR4.FSGSBASE and the GS base together there), `None` before: what the #VC handler asks.
+pub fn try_current() -> Option<&'static PerCpu> {
+    if x86::cr::read_cr4() & CR4_FSGSBASE == 0 {
+        return None;
+    }
+    let base: u64;
+    // SAFETY: CR4.FSGSBASE is set (checked above), so RDGSBASE works.
+    unsafe { core::arch::asm!("rdgsbase {}", out(reg) base, options(nomem, nostack, preserves_flags)) };
+    // SAFETY: with CR4.FSGSBASE set, the GS base was written by `install` (the trampoline and
+    // the stage leave CR4.FSGSBASE clear) and points at a 'static PerCpu.
+    (base != 0).then(|| unsafe { &*(base as *const PerCpu) })
 }
 
 /// The running CPU's per-CPU data. Only valid after [`PerCpu::install`] ran on this CPU.

@@ -1,38 +1,54 @@
-//! The kernel under SEV-ES (launched from IGVM, `BootInfo::sev_es`): its own GHCB and #VC
-//! handling, through the `sev::guest` pieces the stage's IGVM entry uses too.
+//! The kernel under SEV-ES (launched from IGVM, `BootInfo::sev_es`): a GHCB and #VC handling
+//! per CPU, through the `sev::guest` pieces the stage's IGVM entry uses too, and the AP jump
+//! table that starts and parks application processors.
 //!
-//! The kernel brings its GHCB up itself, once it runs on its own page tables: those map the
-//! GHCB page ([`GHCB_PAGE`], in the kernel's `.bss`) shared, identity (so its shared view is its
-//! own address: a shared alias of 0), and every other RAM page private
-//! (`crate::memory`). From loading its IDT until then, nothing in the kernel raises #VC (no
-//! port I/O, no MSR or CPUID, no MMIO: the logger is not up yet), and a #VC that did arrive
-//! would go through the MSR protocol, which serves CPUID only. Registering the kernel's GHCB GPA
-//! replaces the stage's registration (the GHCB MSR protocol allows a new GPA at any time).
+//! The kernel brings each CPU's GHCB up itself, once it runs on its own page tables: those map
+//! the GHCB pages ([`PAGES`], in the kernel's `.bss`, one per possible CPU) shared, identity (so
+//! a page's shared view is its own address: a shared alias of 0), and every other RAM page
+//! private (`crate::memory`). On the boot CPU, from loading its IDT until then, nothing raises
+//! #VC (no port I/O, no MSR or CPUID, no MMIO: the logger is not up yet), and a #VC that did
+//! arrive would go through the MSR protocol, which serves CPUID only. Registering the kernel's
+//! GHCB GPA replaces the stage's registration (the GHCB MSR protocol allows a new GPA at any
+//! time).
+//!
+//! A #VC finds its CPU's channel through the per-CPU data (`crate::percpu::try_current`); before
+//! a CPU installed its per-CPU data only the boot CPU can raise #VC (an AP installs it before
+//! anything that exits: `crate::smp`), so such a #VC is the boot CPU's ([`channel`]).
 //!
 //! The NMI handler sends NMI_COMPLETE through the same channel ([`nmi_complete`]), borrowing
 //! the GHCB when the NMI interrupted the #VC handler mid-request (`GhcbChannel`'s backup page).
-//!
-//! One channel serves the boot CPU; the APs are not started (SMP under SEV-ES, with a
-//! channel per CPU, is the next step of issue 5).
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use sev::ghcb::GhcbField;
-use sev::guest::{GhcbChannel, GhcbPage, LaunchTables};
+use sev::guest::{ApJumpTable, GhcbChannel, GhcbPage, LaunchTables};
 use sev::termination::TerminationReason;
 use sev::vc::GhcbUse;
-use sev::vc::{NoHypercalls, VcConfig};
+use sev::vc::VcConfig;
 use x86::interrupts::InterruptFrame;
 
-/// The boot CPU's GHCB page.
-static GHCB_PAGE: GhcbPage = GhcbPage::new();
+/// The most CPUs the kernel runs under SEV-ES: as many as a launch has vCPUs.
+pub const MAX_CPUS: usize = handoff::launch::MAX_VCPUS as usize;
 
-/// The boot CPU's channel to the hypervisor.
-static GHCB: GhcbChannel = {
-    // SAFETY: GHCB_PAGE is used by this channel only. The kernel's page tables map its first
-    // page identity and shared (`crate::memory::init` maps `ghcb_page()` without the C-bit), so
-    // its shared view is at `0 + GPA`, and its backup page identity and private (all RAM); the channel serves the boot CPU at CPL 0 in an SEV-ES guest, where
-    // nothing else touches the GHCB MSR (the APs are not started).
-    unsafe { GhcbChannel::new(&GHCB_PAGE, 0) }
+/// The GHCB page (and its backup) of each CPU, by per-CPU index.
+static PAGES: [GhcbPage; MAX_CPUS] = [const { GhcbPage::new() }; MAX_CPUS];
+
+/// Each CPU's channel to the hypervisor, on its page of [`PAGES`].
+static CHANNELS: [GhcbChannel; MAX_CPUS] = {
+    let mut c = [const { MaybeUninit::<GhcbChannel>::uninit() }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        // SAFETY: PAGES[i] is used by this channel only. The kernel's page tables map its first
+        // page identity and shared (`crate::memory::init` maps every `ghcb_pages()` page without
+        // the C-bit), so its shared view is at `0 + GPA`, and its backup page identity and
+        // private (all RAM); the channel serves the CPU with per-CPU index i, at CPL 0 in an
+        // SEV-ES guest, where nothing else touches that CPU's GHCB MSR but the AP jump table's
+        // parking code, after which the CPU calls `after_reset_hold` (`init_ap`).
+        c[i] = MaybeUninit::new(unsafe { GhcbChannel::new(&PAGES[i], 0) });
+        i += 1;
+    }
+    // SAFETY: every element was initialised above; MaybeUninit<T> has T's layout.
+    unsafe { core::mem::transmute::<[MaybeUninit<GhcbChannel>; MAX_CPUS], [GhcbChannel; MAX_CPUS]>(c) }
 };
 
 /// The kernel's page tables as the #VC core walks them (identity, C-bit in table pointers and
@@ -43,9 +59,12 @@ static TABLES: LaunchTables = LaunchTables::new();
 /// through the GHCB.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// The exit code of the #VC the boot CPU is handling, [`NO_VC`] when none: tells the NMI
+/// Per CPU, the exit code of the #VC it is handling, [`NO_VC`] when none: tells the NMI
 /// handler which request it interrupted.
-static VC_IN_PROGRESS: AtomicU64 = AtomicU64::new(NO_VC);
+static VC_IN_PROGRESS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(NO_VC) }; MAX_CPUS];
+
+/// The C-bit position, for the APs' GHCB bring-up.
+static C_BIT: AtomicU64 = AtomicU64::new(0);
 
 /// [`VC_IN_PROGRESS`] outside the #VC handler (no SVM exit code has all bits set).
 const NO_VC: u64 = u64::MAX;
@@ -55,9 +74,25 @@ pub fn active() -> bool {
     ACTIVE.load(Ordering::Acquire)
 }
 
-/// The GHCB page's address (its GPA): `crate::memory` maps it shared.
-pub fn ghcb_page() -> u64 {
-    GHCB.gpa()
+/// The GHCB pages' addresses (their GPAs): `crate::memory` maps them shared.
+pub fn ghcb_pages() -> impl Iterator<Item = u64> {
+    CHANNELS.iter().map(GhcbChannel::gpa)
+}
+
+/// The running CPU's per-CPU index: 0 before it installed its per-CPU data (only the boot CPU
+/// raises #VC then, see the module docs).
+fn cpu_index() -> usize {
+    crate::percpu::try_current().map_or(0, |c| c.index)
+}
+
+/// The running CPU's channel.
+fn channel() -> &'static GhcbChannel {
+    &CHANNELS[cpu_index()]
+}
+
+/// The boot CPU's GHCB page (its GPA), for the log.
+pub fn boot_ghcb_page() -> u64 {
+    CHANNELS[0].gpa()
 }
 
 /// Marks the kernel as running under SEV-ES: from now on #VC goes to [`handle_vc`]. Call right
@@ -74,22 +109,79 @@ pub fn init(c_bit: u64) {
         terminate(sev::termination::GuestReason::LaunchParameters.into());
     }
     let position = c_bit.trailing_zeros();
+    C_BIT.store(u64::from(position), Ordering::Release);
     TABLES.init(position);
     sev::vc::init_decoder();
-    if let Err(r) = GHCB.establish(position as u8) {
+    if let Err(r) = CHANNELS[0].establish(position as u8) {
         terminate(r)
     }
 }
 
-/// Handles a #VC of the boot CPU.
+/// Brings up the GHCB of the running AP, whose per-CPU data (index `index`) is installed: the
+/// first time through `GhcbChannel::establish`, after a park in AP Reset Hold by telling the
+/// channel that the parking code used the GHCB MSR. Failures terminate the guest.
+pub fn init_ap(index: usize) {
+    let Some(ch) = CHANNELS.get(index) else {
+        terminate(sev::termination::GuestReason::LaunchParameters.into())
+    };
+    if ch.registered() {
+        ch.after_reset_hold();
+    } else if let Err(r) = ch.establish(C_BIT.load(Ordering::Acquire) as u8) {
+        terminate(r)
+    }
+}
+
+/// Installs the AP jump table at `gpa` (reserved by the stage, below 4 GiB) with `reset_vector`
+/// (CS, IP) and registers it with the hypervisor (AP_JUMP_TABLE). Call before starting any AP:
+/// the launch's APs park on it.
+pub fn install_ap_jump_table(gpa: u64, reset_vector: (u16, u16)) -> Result<ApJumpTable, ApJumpTableError> {
+    // SAFETY: the stage reserved the page for this (bootloader memory, identity-mapped private
+    // by the kernel's tables) and no AP has been started, so none runs from it.
+    let table = unsafe { ApJumpTable::install(gpa) }.map_err(|_| ApJumpTableError::BadPage(gpa))?;
+    table.set_reset_vector(reset_vector.0, reset_vector.1);
+    channel()
+        .with(|ch| match ch.ghcb.as_mut() {
+            Some(ghcb) => sev::nae::ap_jump_table_set(ghcb, gpa)
+                .map_err(|e| TerminationReason::from(e.reason())),
+            None => Err(TerminationReason::from(
+                sev::termination::GuestReason::GhcbRegistration,
+            )),
+        })
+        .map_err(ApJumpTableError::Refused)?;
+    Ok(table)
+}
+
+/// Why the AP jump table could not be set up.
+#[derive(Clone, Copy, Debug)]
+pub enum ApJumpTableError {
+    /// The stage named no usable page.
+    BadPage(u64),
+    /// The hypervisor refused AP_JUMP_TABLE.
+    Refused(TerminationReason),
+}
+
+impl core::fmt::Display for ApJumpTableError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            Self::BadPage(gpa) => write!(f, "no usable AP jump table page (got {gpa:#x})"),
+            Self::Refused(r) => write!(f, "AP_JUMP_TABLE refused ({r:?})"),
+        }
+    }
+}
+
+/// Handles a #VC of the running CPU.
 pub fn handle_vc(frame: &mut InterruptFrame) {
     let cfg = VcConfig {
         cpuid_page: None,
-        hypercalls: &NoHypercalls,
+        // VMMCALLs with the SEV-ES simulator's prefix go to the hypervisor (the NMI tests use
+        // them); any other VMMCALL raises #UD.
+        hypercalls: &sev::guest::SimHypercalls,
+
     };
-    let outer = VC_IN_PROGRESS.swap(frame.error_code, Ordering::AcqRel);
-    GHCB.handle_vc(frame, &TABLES, &cfg, "kernel: ");
-    VC_IN_PROGRESS.store(outer, Ordering::Release);
+    let cpu = cpu_index();
+    let outer = VC_IN_PROGRESS[cpu].swap(frame.error_code, Ordering::AcqRel);
+    CHANNELS[cpu].handle_vc(frame, &TABLES, &cfg, "kernel: ");
+    VC_IN_PROGRESS[cpu].store(outer, Ordering::Release);
 }
 
 /// What [`nmi_complete`] found.
@@ -106,8 +198,9 @@ pub struct NmiCompleted {
 /// its IRET, else the hypervisor delivers no further NMI. Works when the NMI interrupted the
 /// #VC handler, which may hold the GHCB (`GhcbChannel::nmi_complete`); failures terminate.
 pub fn nmi_complete() -> NmiCompleted {
-    let vc = VC_IN_PROGRESS.load(Ordering::Acquire);
-    match GHCB.nmi_complete() {
+    let cpu = cpu_index();
+    let vc = VC_IN_PROGRESS[cpu].load(Ordering::Acquire);
+    match CHANNELS[cpu].nmi_complete() {
         Ok(u) => NmiCompleted {
             interrupted_vc: (vc != NO_VC).then_some(vc),
             borrowed: u == GhcbUse::Nested,
@@ -121,8 +214,9 @@ pub fn nmi_complete() -> NmiCompleted {
 /// right after an NMI borrowed the GHCB from the #VC handler, the page must hold that
 /// handler's request again, not NMI_COMPLETE.
 pub fn ghcb_exit_code() -> u64 {
-    GHCB.with(|_| {
-        let field = GHCB.gpa() + GhcbField::SwExitCode.offset() as u64;
+    let ch = channel();
+    ch.with(|_| {
+        let field = ch.gpa() + GhcbField::SwExitCode.offset() as u64;
         // SAFETY: an aligned u64 inside the GHCB page, which the kernel maps identity (shared);
         // the channel is held, so no request is in flight; volatile because the hypervisor
         // writes the page.
@@ -132,5 +226,5 @@ pub fn ghcb_exit_code() -> u64 {
 
 /// Asks the hypervisor to end the guest with `reason` (through the GHCB when it is up).
 pub fn terminate(reason: TerminationReason) -> ! {
-    GHCB.terminate(reason)
+    channel().terminate(reason)
 }

@@ -1,7 +1,26 @@
-//! Starting the application processors (APs): every enabled CPU of the MADT gets a stack of its
-//! own and a [`PerCpu`], and is started through `x86::smp` (INIT, then two start-up IPIs
-//! pointing at the real-mode trampoline); it reports in from [`ap_main`] and then idles. The
-//! boot CPU waits for each AP with a timeout and names those that did not arrive.
+//! The application processors (APs): starting them, handing them work, taking them offline
+//! and bringing them back.
+//!
+//! Every AP gets a stack of its own and a [`PerCpu`] and is started through `x86::smp`'s
+//! real-mode trampoline; it reports in from [`ap_main`] and then idles in HLT, interrupts on,
+//! until the boot CPU posts it work ([`spawn`], [`call`], [`offline`]) and sends it a
+//! [`WAKE_VECTOR`] IPI. Which APs exist, and how they start:
+//!
+//! - **Without SEV** (the EFI entry, ACPI): the MADT's enabled CPUs. INIT resets a CPU, then
+//!   two start-up IPIs point it at the trampoline (`Trampoline::start_ap`). An offline AP
+//!   waits in `cli; hlt` until the next INIT.
+//! - **Under SEV-ES** (the IGVM entry, no ACPI): the launch's vCPUs 1 .. `vp_count`, whose APIC
+//!   ID is their vCPU index. No one can reset an SEV-ES vCPU (its registers are in the
+//!   encrypted VMSA): the kernel installs the AP jump table (`crate::sev`) with the trampoline
+//!   as its reset vector before starting any AP. The first INIT-SIPI starts a vCPU at its
+//!   launch state, in the stage, which parks it on the jump table (AP Reset Hold); every later
+//!   one wakes it from there, and it goes through the reset vector into the trampoline
+//!   (`Trampoline::wake_ap`, which repeats the pair until the AP arrives). An offline AP parks
+//!   on the jump table the same way; only the jump table page and the trampoline page, which
+//!   the stage reserved, stay in use for it.
+//!
+//! An AP that comes back online runs [`ap_main`] again on the same stack and GDT (its old
+//! frames are dead), and under SEV-ES on its registered GHCB.
 
 use crate::acpi::{self, AcpiError};
 use crate::apic;
@@ -10,22 +29,54 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::Ordering;
 use handoff::bootinfo::BootInfo;
-use x86::apic::{ICR_INIT, LocalApic, Mode};
+use sev::guest::ApJumpTable;
+use x86::apic::{ApicError, LocalApic, Mode};
 use x86::smp::{ApParams, ApStartError, Trampoline};
 
 /// Size of each application processor's stack.
 const AP_STACK_SIZE: usize = 32 * 1024;
 
-/// Why SMP start-up could not even begin (an AP that does not arrive is not an error here: it
-/// is named in the log and missing from the count).
+/// The fixed IPI vector that wakes an idle AP to look at its work (its handler only sends EOI).
+pub const WAKE_VECTOR: u8 = 0xf0;
+
+/// [`PerCpu::work`] value: go offline.
+const WORK_OFFLINE: usize = 1;
+
+/// How long [`offline`] and the AP start-up wait for an AP to answer (ms).
+const AP_TIMEOUT_MS: u64 = 1000;
+
+/// How often `Trampoline::wake_ap` repeats INIT-SIPI under SEV-ES (ms): about how long a
+/// launched or offlined AP takes to reach AP Reset Hold on TCG.
+const WAKE_RETRY_MS: u64 = 5;
+
+/// Why SMP start-up or an AP operation failed (an AP that does not arrive at boot is not an
+/// error of [`start`]: it is named in the log and missing from the count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SmpError {
     Acpi(AcpiError),
     /// The running CPU's APIC ID is not among the MADT's enabled CPUs.
     BootCpuNotInMadt(u32),
+    /// Under SEV-ES the boot CPU must be vCPU 0, APIC ID 0 (APIC ID = vCPU index).
+    BootCpuNotVcpu0(u32),
     OutOfMemory,
     /// The trampoline page, the clock, the page tables or an IPI (see `x86::smp`).
     Start(ApStartError),
+    /// The AP jump table could not be set up (SEV-ES).
+    JumpTable,
+    /// No such CPU, or the boot CPU, which cannot go offline.
+    NoSuchAp(usize),
+    /// The AP is not online.
+    NotOnline(usize),
+    /// The AP is already online.
+    AlreadyOnline(usize),
+    /// The AP still has work it has not taken.
+    Busy(usize),
+    /// The AP did not answer in time.
+    Timeout(usize),
+    /// An earlier start-up timed out: an AP may still arrive on the trampoline's parameters, so
+    /// no other AP is started.
+    TrampolineInUse,
+    Ipi(ApicError),
 }
 
 impl fmt::Display for SmpError {
@@ -33,8 +84,21 @@ impl fmt::Display for SmpError {
         match self {
             Self::Acpi(e) => write!(f, "{e}"),
             Self::BootCpuNotInMadt(id) => write!(f, "boot CPU (APIC {id}) not in the MADT"),
+            Self::BootCpuNotVcpu0(id) => {
+                write!(f, "boot CPU has APIC ID {id}; under SEV-ES it must be vCPU 0")
+            }
             Self::OutOfMemory => write!(f, "no memory for AP stacks"),
             Self::Start(e) => write!(f, "{e}"),
+            Self::JumpTable => write!(f, "no AP jump table"),
+            Self::NoSuchAp(i) => write!(f, "cpu {i} is not an application processor"),
+            Self::NotOnline(i) => write!(f, "cpu {i} is not online"),
+            Self::AlreadyOnline(i) => write!(f, "cpu {i} is already online"),
+            Self::Busy(i) => write!(f, "cpu {i} has not taken its last work yet"),
+            Self::Timeout(i) => write!(f, "cpu {i} did not answer within {AP_TIMEOUT_MS} ms"),
+            Self::TrampolineInUse => {
+                write!(f, "an AP that timed out may still use the trampoline")
+            }
+            Self::Ipi(e) => write!(f, "IPI failed: {e:?}"),
         }
     }
 }
@@ -44,7 +108,7 @@ impl fmt::Display for SmpError {
 pub struct Report {
     /// CPUs that reported in, the boot CPU included.
     pub online: usize,
-    /// Enabled CPUs in the MADT.
+    /// CPUs expected: the MADT's enabled CPUs, or the launch's vCPUs under SEV-ES.
     pub expected: usize,
     /// Microseconds from kernel entry until the last AP reported (or gave up).
     pub since_kernel_entry_us: u64,
@@ -57,13 +121,25 @@ pub fn report() -> Option<Report> {
     REPORT.get().copied()
 }
 
-/// Starts every AP of the MADT and waits for each (1 s of TSC time). Logs `cpu N (apic ID)
-/// online` per CPU (from the CPU itself) and `N of M CPUs online`.
-///
-/// Under SEV-ES (launched from IGVM) there are no ACPI tables and APs are not started yet: the
-/// boot CPU is the only one, and the launcher's other vCPUs stay where the platform holds them
-/// until their first INIT-SIPI (AP start-up under SEV-ES, with a GHCB per CPU, is the next step
-/// of issue 5).
+/// What starting an AP needs after boot too: the trampoline (one AP at a time, hence the
+/// lock), the APIC, and under SEV-ES the C-bit.
+struct Starter {
+    trampoline: Trampoline,
+    apic: LocalApic,
+    /// The C-bit mask under SEV-ES (APs are woken through the AP jump table), else 0.
+    encryption_mask: u64,
+    tsc_hz: u64,
+    /// Set when an AP did not arrive: the trampoline's parameters may still be read.
+    poisoned: bool,
+}
+
+static STARTER: spin::Once<spin::Mutex<Starter>> = spin::Once::new();
+
+/// Under SEV-ES, the AP jump table APs park on.
+static JUMP_TABLE: spin::Once<ApJumpTable> = spin::Once::new();
+
+/// Starts every AP (see the module docs) and waits for each (1 s of TSC time). Logs `cpu N
+/// (apic ID) online` per CPU (from the CPU itself) and `N of M CPUs online`.
 pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
     let tables = if info.sev_es() {
         None
@@ -94,12 +170,12 @@ pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
             ids
         }
         None => {
-            log::info!(
-                "SEV-ES: {} vCPUs launched, {} APs not started (AP start-up under SEV-ES comes next)",
-                info.vp_count,
-                info.vp_count.saturating_sub(1)
-            );
-            Vec::new()
+            if bsp_id != 0 {
+                return Err(SmpError::BootCpuNotVcpu0(bsp_id));
+            }
+            let vcpus = (info.vp_count as usize).clamp(1, crate::sev::MAX_CPUS);
+            log::info!("SEV-ES: {} vCPUs launched", info.vp_count);
+            (1..vcpus as u32).collect()
         }
     };
     let mut cpus = Vec::new();
@@ -110,11 +186,12 @@ pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
         cpus.push(PerCpu::new(cpus.len(), id, alloc_stack()?));
     }
     let cpus = percpu::init_table(cpus);
-    cpus[0].install(bsp_id);
+    cpus[0].install();
+    cpus[0].report_apic_id(bsp_id);
     cpus[0].online.store(true, Ordering::Release);
     log::info!("cpu 0 (apic {bsp_id}) online");
     if cpus.len() > 1 {
-        start_aps(info, &apic, &cpus[1..])?;
+        start_aps(info, apic, &cpus[1..])?;
     }
     let online = cpus
         .iter()
@@ -138,7 +215,8 @@ pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
 fn alloc_stack() -> Result<(usize, usize), SmpError> {
     let layout = core::alloc::Layout::from_size_align(AP_STACK_SIZE, 16)
         .map_err(|_| SmpError::OutOfMemory)?;
-    // SAFETY: the layout has a non-zero size. The stack is never freed: its CPU runs forever.
+    // SAFETY: the layout has a non-zero size. The stack is never freed: its CPU may run again
+    // whenever it is brought online.
     let p = unsafe { alloc::alloc::alloc(layout) } as usize;
     if p == 0 {
         return Err(SmpError::OutOfMemory);
@@ -146,45 +224,118 @@ fn alloc_stack() -> Result<(usize, usize), SmpError> {
     Ok((p, p + AP_STACK_SIZE))
 }
 
-/// INIT to every AP, 10 ms, then per AP: parameters, SIPI, 200 us, SIPI, and a wait of up to
-/// 1 s for it to report in. An AP that does not arrive is named and sent INIT again, so that it
-/// cannot start late on the next AP's parameters (`x86::smp` does so for one that does not
-/// reach [`ap_main`]; the kernel for one that stops on the way to `online`).
-fn start_aps(info: &BootInfo, apic: &LocalApic, aps: &'static [PerCpu]) -> Result<(), SmpError> {
-    let hz = info.tsc_hz;
-    let params = |ap: &PerCpu| ApParams::new(ap.stack.1 as u64, ap_main, ap.index as u64);
-    // SAFETY: the stage reserved this page below 1 MiB for us (BOOTLOADER memory, identity
+/// Installs the trampoline (and under SEV-ES the AP jump table), then starts each AP and
+/// waits up to 1 s for it to report in. Without SEV, INIT goes to every AP first (10 ms, once);
+/// an AP that does not arrive is named and sent INIT again, so that it cannot start late on
+/// the next AP's parameters. Under SEV-ES no INIT can stop a late AP, so start-up stops at the
+/// first that does not arrive.
+fn start_aps(info: &BootInfo, apic: LocalApic, aps: &'static [PerCpu]) -> Result<(), SmpError> {
+    // SAFETY: the stage reserved this page below 1 MiB for us (bootloader memory, identity
     // mapped); nothing else uses it, and no AP runs from it yet.
-    let mut trampoline =
-        unsafe { Trampoline::install(info.ap_trampoline, hz) }.map_err(SmpError::Start)?;
+    let trampoline =
+        unsafe { Trampoline::install(info.ap_trampoline, info.tsc_hz) }.map_err(SmpError::Start)?;
+    let encryption_mask = if info.sev_es() { info.c_bit } else { 0 };
+    if info.sev_es() {
+        let table = crate::sev::install_ap_jump_table(info.ap_jump_table, trampoline.reset_vector())
+            .map_err(|e| {
+                log::error!("{e}");
+                SmpError::JumpTable
+            })?;
+        log::debug!(
+            "AP jump table at {:#x}, reset vector {:04x}:0000",
+            table.gpa(),
+            trampoline.reset_vector().0
+        );
+        JUMP_TABLE.call_once(|| table);
+    }
+    let starter = STARTER.call_once(|| {
+        spin::Mutex::new(Starter {
+            trampoline,
+            apic,
+            encryption_mask,
+            tsc_hz: info.tsc_hz,
+            poisoned: false,
+        })
+    });
+    let mut starter = starter.lock();
     // Every AP runs on this CPU's CR3 and EFER: refuse them before any CPU is reset.
-    params(&aps[0]).check().map_err(SmpError::Start)?;
-    trampoline
-        .send_init(apic, aps.iter().map(|ap| ap.apic_id))
-        .map_err(SmpError::Start)?;
+    starter.params(&aps[0]).check().map_err(SmpError::Start)?;
+    if !info.sev_es() {
+        let Starter {
+            trampoline, apic, ..
+        } = &*starter;
+        trampoline
+            .send_init(apic, aps.iter().map(|ap| ap.apic_id))
+            .map_err(SmpError::Start)?;
+    }
     for ap in aps {
-        let t0 = x86::tsc::rdtsc();
-        // SAFETY: the kernel's identity map (this CPU's CR3) maps the kernel image and the
-        // heap; the stack was allocated for this AP alone and is never freed.
-        match unsafe { trampoline.start_ap(apic, ap.apic_id, &params(ap)) } {
+        match starter.start(ap, !info.sev_es()) {
             Ok(()) => {}
-            Err(ApStartError::Timeout) => {
+            Err(SmpError::Timeout(_)) if !starter.poisoned => log_late(ap),
+            Err(SmpError::Timeout(_)) => {
                 log_late(ap);
-                continue;
-            }
-            Err(e) => return Err(SmpError::Start(e)),
-        }
-        while !ap.online.load(Ordering::Acquire) {
-            if x86::tsc::rdtsc() - t0 > hz {
-                log_late(ap);
-                apic.send_ipi(ap.apic_id, ICR_INIT, hz / 1000 * 10)
-                    .map_err(|e| SmpError::Start(ApStartError::Ipi(e)))?;
+                log::error!("no further AP is started: {}", SmpError::TrampolineInUse);
                 break;
             }
-            core::hint::spin_loop();
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+impl Starter {
+    /// The trampoline parameters of `ap`: this CPU's page tables, its stack, [`ap_main`].
+    fn params(&self, ap: &PerCpu) -> ApParams {
+        ApParams::new(ap.stack.1 as u64, ap_main, ap.index as u64)
+            .with_encryption_mask(self.encryption_mask)
+    }
+
+    /// Starts `ap` (without SEV: `initialized` when it was sent INIT already) and waits until
+    /// it is online.
+    fn start(&mut self, ap: &'static PerCpu, initialized: bool) -> Result<(), SmpError> {
+        if self.poisoned {
+            return Err(SmpError::TrampolineInUse);
+        }
+        let t0 = x86::tsc::rdtsc();
+        let params = self.params(ap);
+        let started = if self.encryption_mask != 0 {
+            // SAFETY: the kernel's identity map (this CPU's CR3) maps the kernel image, the
+            // heap and the trampoline page; the stack is this AP's alone, unused while it is
+            // offline (it parks before it goes).
+            unsafe {
+                self.trampoline
+                    .wake_ap(&self.apic, ap.apic_id, &params, WAKE_RETRY_MS)
+            }
+        } else {
+            if !initialized {
+                self.trampoline
+                    .send_init(&self.apic, [ap.apic_id])
+                    .map_err(SmpError::Start)?;
+            }
+            // SAFETY: as above; INIT reset the AP, so nothing of it runs on the stack.
+            unsafe { self.trampoline.start_ap(&self.apic, ap.apic_id, &params) }
+        };
+        match started {
+            Ok(()) => {}
+            Err(ApStartError::Timeout) => {
+                // Without SEV `start_ap` sent INIT again; under SEV-ES nothing can stop the AP.
+                self.poisoned = self.encryption_mask != 0;
+                return Err(SmpError::Timeout(ap.index));
+            }
+            Err(e) => return Err(SmpError::Start(e)),
+        }
+        let hz = self.tsc_hz;
+        let left = (hz / 1000 * AP_TIMEOUT_MS).saturating_sub(x86::tsc::rdtsc() - t0);
+        if !x86::tsc::spin_until(left, || ap.online.load(Ordering::Acquire)) {
+            if self.encryption_mask == 0 {
+                self.apic
+                    .send_ipi(ap.apic_id, x86::apic::ICR_INIT, hz / 1000 * 10)
+                    .map_err(SmpError::Ipi)?;
+            }
+            return Err(SmpError::Timeout(ap.index));
+        }
+        Ok(())
+    }
 }
 
 fn log_late(ap: &PerCpu) {
@@ -195,17 +346,158 @@ fn log_late(ap: &PerCpu) {
     );
 }
 
+/// The AP with per-CPU index `index` (not the boot CPU).
+fn ap(index: usize) -> Result<&'static PerCpu, SmpError> {
+    percpu::table()
+        .get(index)
+        .filter(|_| index != 0)
+        .ok_or(SmpError::NoSuchAp(index))
+}
+
+/// Posts `work` to `cpu` and wakes it; returns the number of works it will have finished once
+/// it has finished this one.
+fn post(cpu: &'static PerCpu, work: usize) -> Result<u64, SmpError> {
+    if !cpu.online.load(Ordering::Acquire) {
+        return Err(SmpError::NotOnline(cpu.index));
+    }
+    cpu.work
+        .compare_exchange(0, work, Ordering::AcqRel, Ordering::Acquire)
+        .map_err(|_| SmpError::Busy(cpu.index))?;
+    let target = cpu.work_posted.fetch_add(1, Ordering::AcqRel) + 1;
+    apic::send_ipi(
+        cpu.apic_id,
+        x86::apic::ICR_FIXED | u32::from(WAKE_VECTOR),
+        ms_to_ticks(10),
+    )
+    .map_err(SmpError::Ipi)?;
+    Ok(target)
+}
+
+/// `ms` milliseconds in TSC ticks (the rate [`start`] was given; 3 GHz before that, for
+/// timeouts only).
+fn ms_to_ticks(ms: u64) -> u64 {
+    let hz = STARTER.get().map_or(3_000_000_000, |s| s.lock().tsc_hz);
+    hz / 1000 * ms
+}
+
+/// Work running on an AP ([`spawn`]).
+#[must_use = "wait for the work to finish"]
+pub struct Pending {
+    cpu: &'static PerCpu,
+    target: u64,
+}
+
+impl Pending {
+    /// Waits up to `timeout_ms` for the work to finish.
+    pub fn wait(self, timeout_ms: u64) -> Result<(), SmpError> {
+        let done = || self.cpu.work_done.load(Ordering::Acquire) >= self.target;
+        if x86::tsc::spin_until(ms_to_ticks(timeout_ms), done) {
+            Ok(())
+        } else {
+            Err(SmpError::Timeout(self.cpu.index))
+        }
+    }
+}
+
+/// Runs `f` on the AP `index` (with interrupts off, on its own stack), without waiting.
+pub fn spawn(index: usize, f: fn()) -> Result<Pending, SmpError> {
+    let cpu = ap(index)?;
+    let target = post(cpu, f as usize)?;
+    Ok(Pending { cpu, target })
+}
+
+/// Runs `f` on the AP `index` and waits (up to 1 s) until it returned.
+pub fn call(index: usize, f: fn()) -> Result<(), SmpError> {
+    spawn(index, f)?.wait(AP_TIMEOUT_MS)
+}
+
+/// Takes the AP `index` offline: it stops (see the module docs) once it has finished its
+/// work; returns when it said so.
+pub fn offline(index: usize) -> Result<(), SmpError> {
+    let cpu = ap(index)?;
+    post(cpu, WORK_OFFLINE)?;
+    if x86::tsc::spin_until(ms_to_ticks(AP_TIMEOUT_MS), || {
+        !cpu.online.load(Ordering::Acquire)
+    }) {
+        Ok(())
+    } else {
+        Err(SmpError::Timeout(index))
+    }
+}
+
+/// Brings the offline AP `index` back and waits until it is online.
+pub fn online(index: usize) -> Result<(), SmpError> {
+    let cpu = ap(index)?;
+    if cpu.online.load(Ordering::Acquire) {
+        return Err(SmpError::AlreadyOnline(index));
+    }
+    let starter = STARTER.get().ok_or(SmpError::NoSuchAp(index))?;
+    starter.lock().start(cpu, false)
+}
+
 /// Where each AP arrives from the trampoline, on its own stack, interrupts off. It still runs
 /// on the trampoline page's GDT and with the reset IDTR (no IDT), so it loads its own GDT/TSS
-/// and the shared IDT first, before anything can fault.
+/// and the shared IDT first, before anything can fault; then its per-CPU data, before anything
+/// can raise #VC (under SEV-ES that finds its GHCB), then its GHCB.
 extern "C" fn ap_main(index: u64) -> ! {
     let Some(cpu) = percpu::table().get(index as usize) else {
         x86::qemu::halt_forever()
     };
-    crate::interrupts::init_ap();
+    let again = cpu.gdt.is_completed();
+    let gdt = *cpu.gdt.call_once(x86::gdt::leaked_for_new_cpu);
+    crate::interrupts::init_ap(gdt, again);
+    cpu.install();
+    if crate::sev::active() {
+        crate::sev::init_ap(cpu.index);
+    }
     apic::init_ap();
-    cpu.install(apic::id());
-    log::info!("cpu {} (apic {}) online", cpu.index, cpu.apic_id);
+    cpu.report_apic_id(apic::id());
+    let starts = cpu.starts.fetch_add(1, Ordering::AcqRel) + 1;
+    if starts == 1 {
+        log::info!("cpu {} (apic {}) online", cpu.index, cpu.apic_id);
+    } else {
+        log::debug!("cpu {} online again (start {starts})", cpu.index);
+    }
     cpu.online.store(true, Ordering::Release);
-    x86::qemu::halt_forever()
+    idle(cpu)
+}
+
+/// An online AP's loop: takes the work the boot CPU posted, or waits in HLT with interrupts on
+/// for the [`WAKE_VECTOR`] IPI that comes with the next (`sti; hlt` takes an interrupt that was
+/// already pending, so a wake-up sent between the check and the HLT is not lost).
+fn idle(cpu: &'static PerCpu) -> ! {
+    loop {
+        match cpu.work.swap(0, Ordering::AcqRel) {
+            0 => {
+                // SAFETY: waits for an interrupt with interrupts enabled only for the HLT; the
+                // IDT handles WAKE_VECTOR.
+                unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+            }
+            WORK_OFFLINE => park(cpu),
+            f => {
+                // SAFETY: `post` stores only WORK_OFFLINE or a `fn()` (from `spawn`).
+                let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(f) };
+                f();
+                cpu.work_done.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Stops this AP: says it is offline, then parks (see the module docs). Never returns; the AP
+/// comes back through [`online`] and the trampoline.
+fn park(cpu: &'static PerCpu) -> ! {
+    log::debug!("cpu {} offline", cpu.index);
+    cpu.work_done.fetch_add(1, Ordering::AcqRel);
+    cpu.online.store(false, Ordering::Release);
+    match JUMP_TABLE.get() {
+        // SAFETY: installed before any AP started; the kernel's tables identity-map it
+        // (bootloader memory, private); this AP runs 64-bit code at CPL 0 in an SEV-ES guest
+        // and abandons its stack and state; NMIs go to online CPUs only.
+        Some(table) => unsafe { table.park() },
+        None => loop {
+            // SAFETY: stops the CPU until the INIT of `online`.
+            unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+        },
+    }
 }

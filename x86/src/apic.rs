@@ -20,11 +20,13 @@ const CPUID_X2APIC: u32 = 1 << 21;
 /// xAPIC register offsets; the x2APIC MSR of a register is 0x800 + offset / 16.
 const REG_ID: u32 = 0x20;
 const REG_EOI: u32 = 0xb0;
+const REG_SVR: u32 = 0xf0;
 const REG_ICR_LOW: u32 = 0x300;
 const REG_ICR_HIGH: u32 = 0x310;
 /// x2APIC: the ID register (the full 32-bit ID, not shifted as in xAPIC).
 const X2APIC_ID: u32 = 0x802;
 const X2APIC_EOI: u32 = 0x80b;
+const X2APIC_SVR: u32 = 0x80f;
 /// x2APIC: the whole 64-bit ICR is one MSR.
 const X2APIC_ICR: u32 = 0x830;
 
@@ -32,6 +34,12 @@ const X2APIC_ICR: u32 = 0x830;
 const ICR_PENDING: u32 = 1 << 12;
 /// ICR: INIT, level assert.
 pub const ICR_INIT: u32 = (0b101 << 8) | (1 << 14);
+/// ICR: fixed delivery, level assert; OR in the vector.
+pub const ICR_FIXED: u32 = 1 << 14;
+/// The spurious-interrupt vector the APIC is set up with: its handler does nothing (no EOI).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// SVR: APIC software enable; without it only INIT, SIPI and NMI are accepted.
+const SVR_ENABLE: u32 = 1 << 8;
 /// ICR: start-up, with the vector (page number of the start-up code) in bits 7:0.
 pub const ICR_STARTUP: u32 = (0b110 << 8) | (1 << 14);
 
@@ -78,7 +86,20 @@ impl LocalApic {
                 base: base & BASE_ADDRESS,
             }
         };
-        Self { mode }
+        let apic = Self { mode };
+        apic.software_enable();
+        apic
+    }
+
+    /// Sets the SVR's software-enable bit (with [`SPURIOUS_VECTOR`]), which INIT clears: fixed
+    /// interrupts reach the CPU only with it.
+    fn software_enable(&self) {
+        let svr = SVR_ENABLE | u32::from(SPURIOUS_VECTOR);
+        match self.mode {
+            // SAFETY: in x2APIC mode the SVR MSR exists; enabling only lets fixed interrupts in.
+            Mode::X2Apic => unsafe { wrmsr(X2APIC_SVR, u64::from(svr)) },
+            Mode::XApic { base } => write(base, REG_SVR, svr),
+        }
     }
 
     /// The mode [`LocalApic::enable`] chose.
@@ -94,6 +115,7 @@ impl LocalApic {
             // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU.
             enable_x2apic(unsafe { rdmsr(IA32_APIC_BASE) });
         }
+        self.software_enable();
     }
 
     /// The calling CPU's APIC ID.
@@ -154,7 +176,7 @@ fn read(base: u64, reg: u32) -> u32 {
 }
 
 fn write(base: u64, reg: u32, v: u32) {
-    // SAFETY: as in `read`; writes to the ID, EOI and ICR registers only have their documented
-    // effects.
+    // SAFETY: as in `read`; writes to the EOI, SVR and ICR registers only have their
+    // documented effects.
     unsafe { core::ptr::write_volatile((base + u64::from(reg)) as *mut u32, v) }
 }

@@ -206,33 +206,54 @@ pub fn leaked_for_new_cpu() -> &'static Gdt {
     Box::leak(Box::new(Gdt::new(tss)))
 }
 
-/// One CPU's GDT: null, kernel code, kernel data, TSS (two entries).
+/// One CPU's GDT: null, kernel code, kernel data, TSS (two entries). The CPU writes the TSS
+/// descriptor's busy bit (`ltr`), hence the `UnsafeCell`.
 #[derive(Debug)]
 #[repr(C, align(16))]
-pub struct Gdt([u64; 5]);
+pub struct Gdt(UnsafeCell<[u64; 5]>);
+
+// SAFETY: only the CPU that loads the GDT writes it (the busy bit, by `ltr` or `reload`), at
+// times its contract gives; everything else only reads descriptors that never change.
+unsafe impl Sync for Gdt {}
+
+/// The busy bit of a TSS descriptor's type (0x9 available, 0xB busy).
+const TSS_BUSY: u64 = 1 << 41;
 
 impl Gdt {
     /// A GDT whose TSS descriptor points at `tss`.
     pub fn new(tss: &'static Tss) -> Self {
         let (lo, hi) = tss_descriptor(tss as *const Tss as u64);
-        Self([
+        Self(UnsafeCell::new([
             0,
             descriptor(0, 0, ACCESS_CODE, FLAGS_LONG),
             descriptor(0, 0xf_ffff, ACCESS_DATA, FLAGS_DATA),
             lo,
             hi,
-        ])
-    }
-
-    /// The raw entries (for tests and diagnostics).
-    pub fn entries(&self) -> &[u64; 5] {
-        &self.0
+        ]))
     }
 
     /// The address of the TSS the descriptor points at.
     fn tss_address(&self) -> u64 {
-        let (lo, hi) = (self.0[3], self.0[4]);
+        // SAFETY: a read of the descriptors; the CPU changes only the busy bit, not the base.
+        let [_, _, _, lo, hi] = unsafe { self.0.get().read_volatile() };
         ((lo >> 16) & 0xff_ffff) | ((lo >> 56) & 0xff) << 24 | (hi & 0xffff_ffff) << 32
+    }
+
+    /// [`load`](Self::load) again, on a CPU that loaded this GDT before and was reset since (an
+    /// application processor back from offline): its earlier `ltr` left the TSS busy, so the
+    /// descriptor is marked available first.
+    ///
+    /// # Safety
+    /// As for `load`, except that the one CPU that loaded this GDT before is the caller, which
+    /// no longer runs on it (it was reset in between).
+    pub unsafe fn reload(&'static self) {
+        // SAFETY: the TSS descriptor's low word inside this GDT, which no CPU uses right now
+        // (the caller's contract).
+        unsafe {
+            let lo = self.0.get().cast::<u64>().add(3);
+            lo.write_volatile(lo.read_volatile() & !TSS_BUSY);
+            self.load();
+        }
     }
 
     /// Makes this the running CPU's GDT: loads GDTR, reloads CS (far return), SS/DS/ES, and the
@@ -258,7 +279,7 @@ impl Gdt {
         }
         let ptr = Pointer {
             limit: (size_of::<Self>() - 1) as u16,
-            base: self as *const Self as u64,
+            base: self.0.get() as u64,
         };
         // SAFETY: the GDT is 'static and holds valid code/data/TSS descriptors at the selectors
         // used; the far return reloads CS with the 64-bit code segment the caller runs in.

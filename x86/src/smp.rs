@@ -53,14 +53,21 @@ use trampoline::{PARAMS_OFFSET, Params};
 const EFER_LME: u64 = 1 << 8;
 /// EFER: no-execute enable.
 const EFER_NXE: u64 = 1 << 11;
+/// EFER: SVM enable, which an SEV-ES guest must keep set (the hardware requires it of the
+/// guest's EFER), so an AP takes it over from the calling CPU.
+const EFER_SVME: u64 = 1 << 12;
 /// The first address a SIPI vector cannot name.
 const ONE_MIB: u64 = 1 << 20;
 
 /// What one AP is started with.
 #[derive(Clone, Copy, Debug)]
 pub struct ApParams {
-    /// Page-table root the AP loads; below 4 GiB.
+    /// Page-table root the AP loads: the table below 4 GiB, plus at most the bits of
+    /// [`encryption_mask`](Self::encryption_mask) (the trampoline loads the low half in 32-bit
+    /// mode and the whole value once in 64-bit mode).
     pub cr3: u64,
+    /// The SEV C-bit as an address mask, 0 without SEV: the one bit `cr3` may have above 4 GiB.
+    pub encryption_mask: u64,
     /// EFER the AP loads; LME set.
     pub efer: u64,
     /// Initial RSP: the top of a stack only this AP uses, 16-byte aligned.
@@ -72,7 +79,8 @@ pub struct ApParams {
 
 impl ApParams {
     /// Parameters for an AP that runs on the calling CPU's page tables: its CR3, and EFER with
-    /// LME and the calling CPU's NXE.
+    /// LME and the calling CPU's NXE and SVME; no encryption bit (see
+    /// [`with_encryption_mask`](Self::with_encryption_mask)).
     pub fn new(stack_top: u64, entry: extern "C" fn(u64) -> !, arg: u64) -> Self {
         // SAFETY: reading CR3 has no side effects.
         let cr3 = unsafe { crate::cr::read_cr3() };
@@ -80,17 +88,27 @@ impl ApParams {
         let efer = unsafe { crate::msr::rdmsr(crate::msr::IA32_EFER) };
         Self {
             cr3,
-            efer: EFER_LME | (efer & EFER_NXE),
+            encryption_mask: 0,
+            efer: EFER_LME | (efer & (EFER_NXE | EFER_SVME)),
             stack_top,
             entry,
             arg,
         }
     }
 
-    /// What [`Trampoline::start_ap`] refuses: CR3 at or above 4 GiB, EFER without LME, a stack
-    /// top that is 0 or not 16-byte aligned. A caller can check before it resets any CPU.
+    /// The same, for page tables whose entries (and CR3) carry the SEV C-bit `mask`.
+    pub fn with_encryption_mask(self, mask: u64) -> Self {
+        Self {
+            encryption_mask: mask,
+            ..self
+        }
+    }
+
+    /// What [`Trampoline::start_ap`] refuses: CR3 at or above 4 GiB (but for the encryption
+    /// bit), EFER without LME, a stack top that is 0 or not 16-byte aligned. A caller can check
+    /// before it resets any CPU.
     pub fn check(&self) -> Result<(), ApStartError> {
-        if self.cr3 >> 32 != 0 {
+        if (self.cr3 & !self.encryption_mask) >> 32 != 0 {
             return Err(ApStartError::Cr3Above4GiB(self.cr3));
         }
         if self.efer & EFER_LME == 0 {
@@ -206,6 +224,70 @@ impl Trampoline {
         apic_id: u32,
         params: &ApParams,
     ) -> Result<(), ApStartError> {
+        // SAFETY: the caller's contract is this function's.
+        let arrived = unsafe { self.write_params(params) }?;
+        let sipi = ICR_STARTUP | (self.page >> 12) as u32;
+        let ipi = |icr| {
+            apic.send_ipi(apic_id, icr, self.ms(10))
+                .map_err(ApStartError::Ipi)
+        };
+        ipi(sipi)?;
+        delay(self.ms(1) / 5);
+        ipi(sipi)?;
+        if !self.wait_arrival(arrived, self.tsc_hz) {
+            ipi(ICR_INIT)?;
+            return Err(ApStartError::Timeout);
+        }
+        Ok(())
+    }
+
+    /// The real-mode address of the start-up code as (CS, IP): what an SEV-ES guest puts in
+    /// its AP jump table's reset vector, where a woken AP goes.
+    pub fn reset_vector(&self) -> (u16, u16) {
+        ((self.page >> 4) as u16, 0)
+    }
+
+    /// Starts the AP `apic_id` of an SEV-ES guest, which no INIT can reset: INIT and a
+    /// start-up IPI start it the first time (at its launch state, which parks it) or wake it
+    /// from AP Reset Hold, after which it goes through its AP jump table's reset vector to
+    /// this code ([`reset_vector`](Self::reset_vector)). A pair that arrives while the AP is
+    /// on its way to the hold is lost (the hypervisor cannot tell it apart from one to a
+    /// running CPU), so it is repeated every `retry_ms` until the AP passed the trampoline, for
+    /// up to 1 s; no INIT is needed before. [`ApStartError::Timeout`] if it did not arrive: the
+    /// AP may still arrive later, on the parameters written here, so the caller must not start
+    /// another AP with this trampoline then.
+    ///
+    /// # Safety
+    /// As for [`start_ap`](Self::start_ap).
+    pub unsafe fn wake_ap(
+        &mut self,
+        apic: &LocalApic,
+        apic_id: u32,
+        params: &ApParams,
+        retry_ms: u64,
+    ) -> Result<(), ApStartError> {
+        // SAFETY: the caller's contract is this function's.
+        let arrived = unsafe { self.write_params(params) }?;
+        let sipi = ICR_STARTUP | (self.page >> 12) as u32;
+        let t0 = crate::tsc::rdtsc();
+        while crate::tsc::rdtsc() - t0 < self.tsc_hz {
+            for icr in [ICR_INIT, sipi] {
+                apic.send_ipi(apic_id, icr, self.ms(10))
+                    .map_err(ApStartError::Ipi)?;
+            }
+            if self.wait_arrival(arrived, self.ms(retry_ms.max(1))) {
+                return Ok(());
+            }
+        }
+        Err(ApStartError::Timeout)
+    }
+
+    /// Checks `params` and writes them into the page for the next AP; returns its `arrived`
+    /// flag.
+    ///
+    /// # Safety
+    /// As for [`start_ap`](Self::start_ap).
+    unsafe fn write_params(&self, params: &ApParams) -> Result<&AtomicU64, ApStartError> {
         params.check()?;
         let block = (self.page + PARAMS_OFFSET as u64) as *mut Params;
         let p = Params {
@@ -222,24 +304,12 @@ impl Trampoline {
         unsafe { block.write_volatile(p) };
         // SAFETY: `arrived` is an aligned u64 inside the installed page, which lives as long as
         // `self`; the AP writes it only through an atomic store.
-        let arrived = unsafe { AtomicU64::from_ptr(&raw mut (*block).arrived) };
-        let sipi = ICR_STARTUP | (self.page >> 12) as u32;
-        let ipi = |icr| {
-            apic.send_ipi(apic_id, icr, self.ms(10))
-                .map_err(ApStartError::Ipi)
-        };
-        ipi(sipi)?;
-        delay(self.ms(1) / 5);
-        ipi(sipi)?;
-        let t0 = crate::tsc::rdtsc();
-        while arrived.load(Ordering::Acquire) == 0 {
-            if crate::tsc::rdtsc() - t0 > self.tsc_hz {
-                ipi(ICR_INIT)?;
-                return Err(ApStartError::Timeout);
-            }
-            core::hint::spin_loop();
-        }
-        Ok(())
+        Ok(unsafe { AtomicU64::from_ptr(&raw mut (*block).arrived) })
+    }
+
+    /// Waits up to `ticks` of TSC time for `arrived`.
+    fn wait_arrival(&self, arrived: &AtomicU64, ticks: u64) -> bool {
+        crate::tsc::spin_until(ticks, || arrived.load(Ordering::Acquire) != 0)
     }
 
     fn ms(&self, n: u64) -> u64 {
@@ -301,6 +371,7 @@ mod tests {
     fn parameters_the_trampoline_cannot_use_are_refused() {
         let good = ApParams {
             cr3: 0x7000,
+            encryption_mask: 0,
             efer: EFER_LME | EFER_NXE,
             stack_top: 0x10_0000,
             entry: never,
@@ -311,6 +382,14 @@ mod tests {
         assert_eq!(
             ApParams { cr3, ..good }.check(),
             Err(ApStartError::Cr3Above4GiB(cr3))
+        );
+        // An SEV C-bit in CR3 is fine, any other high bit is not.
+        let c = 1 << 47;
+        let sev = good.with_encryption_mask(c);
+        assert_eq!(ApParams { cr3: c | 0x7000, ..sev }.check(), Ok(()));
+        assert_eq!(
+            ApParams { cr3: c | cr3, ..sev }.check(),
+            Err(ApStartError::Cr3Above4GiB(c | cr3))
         );
         assert_eq!(
             ApParams {

@@ -18,8 +18,12 @@
 //! in a termination request with a reason of its own (`sev::termination::GuestReason`), after a
 //! `stage: error:` line once COM1 works.
 //!
-//! Application processors park in AP reset hold through the MSR protocol, on small stacks of
-//! their own, without raising #VC; the kernel wakes them (issue 5).
+//! Application processors run only once the kernel starts them (INIT and a start-up IPI, which
+//! under SEV-ES start a vCPU at its launch state, here): each parks on the AP jump table the
+//! kernel installed at [`AP_JUMP_TABLE_GPA`] (`sev::guest::ApJumpTable`: AP Reset Hold, no
+//! #VC), and the kernel's next start-up IPI sends it through the table's reset vector into the
+//! kernel. The stage reserves that page and the trampoline page (both in the bootloader memory
+//! below its image) and names them in the `BootInfo`.
 
 mod launch;
 
@@ -27,12 +31,11 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 use handoff::bootinfo::BootInfo;
 use handoff::launch::{
-    MAX_VCPUS, PAGE_TABLE_PAGES, PAGE_TABLES_GPA, PARAM_GPA, ParamArea, SHARED_ALIAS,
+    AP_JUMP_TABLE_GPA, AP_TRAMPOLINE_GPA, MAX_VCPUS, PAGE_TABLE_PAGES, PAGE_TABLES_GPA,
+    PARAM_GPA, ParamArea, SHARED_ALIAS,
 };
 use handoff::payload::Header;
-use sev::guest::{DecoderHeap, GhcbChannel, GhcbPage, LaunchTables};
-use sev::hw::{GhcbMsrRecord, HwGhcbMsr};
-use sev::msr_protocol;
+use sev::guest::{ApJumpTable, DecoderHeap, GhcbChannel, GhcbPage, LaunchTables};
 use sev::termination::{GuestReason, TerminationReason};
 use sev::vc::{NoHypercalls, VcConfig};
 use x86::idt::vector;
@@ -43,7 +46,7 @@ use x86::tsc::rdtsc;
 
 /// The stage's stack on this path (the EFI path runs on the firmware's).
 const STACK_SIZE: usize = 64 * 1024;
-/// Stack of a parked AP: the MSR-protocol loop needs little.
+/// Stack of an AP on its way to the AP jump table.
 const AP_STACK_SIZE: usize = 4096;
 
 #[repr(C, align(16))]
@@ -99,20 +102,14 @@ sev::igvm_entry! {
     aps: park_ap, AP_STACKS, AP_STACK_SIZE, MAX_VCPUS;
 }
 
-/// An AP: parks in AP reset hold through the MSR protocol (automatic exits, no #VC, no IDT
-/// needed) until the kernel takes it over; a start-up IPI that wakes it before then parks it
-/// again. A protocol failure terminates the guest. (The entry passes the vCPU index, which a
-/// parked AP does not need.)
+/// An AP, started by the kernel: parks on the kernel's AP jump table until the kernel's next
+/// start-up IPI sends it to the table's reset vector. (The entry passes the vCPU index, which
+/// the kernel's AP start-up knows by itself.)
 extern "C" fn park_ap(_index: u64) -> ! {
-    let record = GhcbMsrRecord::new();
-    // SAFETY: CPL 0 in an SEV-ES guest; this AP's own record, and nothing else on this AP uses
-    // the GHCB MSR.
-    let mut msr = unsafe { HwGhcbMsr::new(&record) };
-    loop {
-        if let Err(e) = msr_protocol::ap_reset_hold(&mut msr) {
-            msr_protocol::terminate(&mut msr, TerminationReason::from(e.reason()))
-        }
-    }
+    // SAFETY: the kernel installed the jump table before it started any AP; the launch tables
+    // identity-map the page (0 .. 3 GiB, private); this AP runs 64-bit code at CPL 0 in an
+    // SEV-ES guest, has nothing to keep (its stack is abandoned) and no one sends it an NMI.
+    unsafe { ApJumpTable::at(AP_JUMP_TABLE_GPA).park() }
 }
 
 /// The boot vCPU's first Rust code.
@@ -171,6 +168,8 @@ extern "C" fn main(param_gpa: u64) -> ! {
     // without an exit.
     boot_info.sev_status = unsafe { x86::msr::rdmsr(sev::sev_status::SEV_STATUS_MSR) };
     boot_info.c_bit = 1 << c_bit;
+    boot_info.ap_trampoline = AP_TRAMPOLINE_GPA;
+    boot_info.ap_jump_table = AP_JUMP_TABLE_GPA;
     // The launcher's count, bounded by the vCPUs the IGVM file gives a launch state.
     boot_info.vp_count = params.vp_count.min(u32::from(MAX_VCPUS));
     serial_println!(

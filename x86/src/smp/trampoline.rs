@@ -14,7 +14,8 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
-    /// Page-table root; the code loads it while in 32-bit mode, so it must be below 4 GiB.
+    /// Page-table root; the code loads its low half in 32-bit mode, so the table must be
+    /// below 4 GiB, and the whole value once in 64-bit mode.
     pub cr3: u64,
     /// EFER to load: LME, and NXE when the page tables use NX.
     pub efer: u64,
@@ -114,6 +115,9 @@ ap_trampoline_start:
     movw %ax, %ds
     movw %ax, %es
     movw %ax, %ss
+    /* CR3 again, whole: 32-bit code loaded only its low half (an SEV C-bit is above it). */
+    movq (.Lap_params - ap_trampoline_start)(%rbx), %rax
+    movq %rax, %cr3
     xorl %eax, %eax
     movw %ax, %fs
     movw %ax, %gs

@@ -14,6 +14,8 @@ use crate::interrupts::{self, IPI_VECTOR};
 
 /// The x2APIC ICR.
 const ICR: u32 = 0x830;
+/// The x2APIC spurious-interrupt vector register (bit 8: APIC software enable).
+const SVR: u32 = 0x80f;
 const ICR_INIT: u64 = 0x4500;
 const ICR_STARTUP: u64 = 0x4600;
 const ICR_NMI: u64 = 0x400;
@@ -114,6 +116,17 @@ pub fn nmi_ipi() -> Outcome {
 
 pub fn fixed_ipi() -> Outcome {
     let before = interrupts::ipis();
+    // A software-disabled APIC (as after reset) takes no fixed interrupt, even with interrupts
+    // on; it stays requested until the SVR enables the APIC.
+    icr(u64::from(IPI_VECTOR) | ICR_SELF);
+    // SAFETY: the IDT is loaded and the interrupt handler only counts and sends EOI.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+    ensure!(
+        interrupts::ipis() == before,
+        "a fixed interrupt came in while the APIC was software-disabled"
+    );
+    // SAFETY: an x2APIC SVR write (software enable, spurious vector 0xFF); emulated through #VC.
+    unsafe { x86::msr::wrmsr(SVR, 0x1ff) };
     // Interrupts are off: the IPI waits in the IRR for the interrupt window.
     icr(u64::from(IPI_VECTOR) | ICR_SELF);
     ensure!(

@@ -1,0 +1,94 @@
+//! The TSC rate when the stage could not measure it: under SEV-ES from IGVM there is no
+//! firmware stall to time against, and the hypervisor need not report CPUID 0x15/0x16. The
+//! HPET (which the simulator forwards, and every QEMU/KVM machine has) is the reference: its
+//! counter period is in its capabilities register, and 10 ms of it are timed with RDTSC.
+//!
+//! Under SEV-ES the HPET is the hypervisor's device: its period and counter are untrusted
+//! input. The period must be what the HPET specification allows (at most 100 ns), the counter
+//! must advance within a bounded number of reads, and the result must be a plausible CPU clock
+//! (100 MHz .. 10 GHz); otherwise the rate stays unknown (0) and the caller says so.
+
+/// The HPET's MMIO base on PC machines (the kernel maps it, uncached and shared).
+const HPET_BASE: u64 = 0xfed0_0000;
+/// General capabilities: counter period in femtoseconds in bits 63:32.
+const HPET_CAPABILITIES: u64 = 0x000;
+/// General configuration: bit 0 enables the main counter.
+const HPET_CONFIG: u64 = 0x010;
+const HPET_ENABLE: u64 = 1;
+/// The main counter.
+const HPET_COUNTER: u64 = 0x0f0;
+/// The longest period the HPET specification allows: 100 ns.
+const MAX_PERIOD_FS: u64 = 100_000_000;
+/// How long the measurement runs.
+const WINDOW_FS: u64 = 10_000_000_000_000; // 10 ms
+/// Counter reads before giving up on a counter that does not advance.
+const MAX_READS: u32 = 1_000_000;
+
+/// Why the TSC could not be measured.
+#[derive(Clone, Copy, Debug)]
+pub enum CalibrationError {
+    /// The capabilities register names no valid period.
+    BadPeriod(u64),
+    /// The counter did not run for the whole window.
+    Stalled,
+    /// The result is no plausible CPU clock.
+    Implausible(u64),
+}
+
+impl core::fmt::Display for CalibrationError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            Self::BadPeriod(p) => write!(f, "HPET period {p} fs is not a valid period"),
+            Self::Stalled => write!(f, "the HPET counter does not advance"),
+            Self::Implausible(hz) => write!(f, "measured {hz} Hz, not a plausible TSC rate"),
+        }
+    }
+}
+
+fn read(reg: u64) -> u64 {
+    // SAFETY: an aligned 64-bit HPET register; the kernel's page tables map the HPET page
+    // (`crate::memory`: MMIO, uncached, shared under SEV), and reading it has no side effects.
+    unsafe { core::ptr::read_volatile((HPET_BASE + reg) as *const u64) }
+}
+
+/// Measures the TSC rate against the HPET. Call once the kernel's page tables are up (and,
+/// under SEV-ES, the GHCB: every access is an MMIO #VC).
+pub fn calibrate_with_hpet() -> Result<u64, CalibrationError> {
+    let period = read(HPET_CAPABILITIES) >> 32;
+    if period == 0 || period > MAX_PERIOD_FS {
+        return Err(CalibrationError::BadPeriod(period));
+    }
+    let config = read(HPET_CONFIG);
+    if config & HPET_ENABLE == 0 {
+        // SAFETY: the configuration register of the HPET mapped above; enabling the main
+        // counter only starts it (no interrupts are routed).
+        unsafe {
+            core::ptr::write_volatile(
+                (HPET_BASE + HPET_CONFIG) as *mut u64,
+                config | HPET_ENABLE,
+            )
+        };
+    }
+    let ticks = WINDOW_FS / period;
+    let start = read(HPET_COUNTER);
+    let tsc0 = x86::tsc::rdtsc();
+    let mut reads = 0;
+    let elapsed = loop {
+        let now = read(HPET_COUNTER).wrapping_sub(start);
+        if now >= ticks {
+            break now;
+        }
+        reads += 1;
+        if reads > MAX_READS {
+            return Err(CalibrationError::Stalled);
+        }
+    };
+    let tsc = x86::tsc::rdtsc().wrapping_sub(tsc0);
+    // hz = tsc / (elapsed * period fs), in u128 to keep the precision.
+    let fs = u128::from(elapsed) * u128::from(period);
+    let hz = (u128::from(tsc) * 1_000_000_000_000_000 / fs) as u64;
+    if !(100_000_000..=10_000_000_000).contains(&hz) {
+        return Err(CalibrationError::Implausible(hz));
+    }
+    Ok(hz)
+}
