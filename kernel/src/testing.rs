@@ -4,6 +4,8 @@
 //! one machine-readable line, `TEST <name> PASS|FAIL [reason]`, and the run ends with
 //! `N passed, N failed`, which `cargo xtask test` parses.
 
+mod sev_es;
+
 use handoff::bootinfo::{BootInfo, MemoryKind};
 use x86::qemu::ExitStatus;
 
@@ -40,30 +42,33 @@ const NOT_UNDER_SEV_ES: &[(&str, &str)] = &[
     ("acpi_madt", "no ACPI tables on the IGVM path"),
 ];
 
-/// Runs the cases `selection` names and returns the exit status for the run. Under SEV-ES the
-/// cases of [`NOT_UNDER_SEV_ES`] are reported as skipped instead.
+/// Runs the cases `selection` names (the kernel's and [`sev_es`]'s) and returns the exit status
+/// for the run. The cases that do not apply (under SEV-ES those of [`NOT_UNDER_SEV_ES`], without
+/// it those of [`sev_es::ONLY_UNDER_SEV_ES`]) are reported as skipped instead.
 pub fn run(selection: &str, info: &BootInfo) -> ExitStatus {
-    if !info.sev_es() {
-        return x86::testing::run("kernel", selection, CASES, BY_NAME_ONLY, |case| case(info));
-    }
-    let skipped = |name: &str| NOT_UNDER_SEV_ES.iter().find(|(n, _)| *n == name);
-    let mut skips = 0;
-    for (name, why) in NOT_UNDER_SEV_ES {
+    let skips = if info.sev_es() {
+        NOT_UNDER_SEV_ES
+    } else {
+        sev_es::ONLY_UNDER_SEV_ES
+    };
+    let skipped = |name: &str| skips.iter().any(|(n, _)| *n == name);
+    let mut selected_skips = 0;
+    for (name, why) in skips {
         if selection == "all" || selection == *name {
             x86::serial_println!("TEST {name} SKIP {why}");
-            skips += 1;
+            selected_skips += 1;
         }
     }
-    if skips > 0 && selection != "all" {
+    if selected_skips > 0 && selection != "all" {
         x86::serial_println!("0 passed, 0 failed");
         return ExitStatus::Success;
     }
-    let cases: alloc::vec::Vec<(&str, Case)> = CASES
-        .iter()
-        .copied()
-        .filter(|(n, _)| skipped(n).is_none())
-        .collect();
-    x86::testing::run("kernel", selection, &cases, BY_NAME_ONLY, |case| case(info))
+    let runnable = |cases: &[(&'static str, Case)]| -> alloc::vec::Vec<(&'static str, Case)> {
+        cases.iter().copied().filter(|(n, _)| !skipped(n)).collect()
+    };
+    let all = runnable(&[CASES, sev_es::CASES].concat());
+    let by_name = runnable(&[BY_NAME_ONLY, sev_es::BY_NAME_ONLY].concat());
+    x86::testing::run("kernel", selection, &all, &by_name, |case| case(info))
 }
 
 /// TSC ticks per millisecond for the cases' timeouts: from the stage's measurement, or, when the

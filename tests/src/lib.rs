@@ -129,3 +129,17 @@ pub fn expect_failure(out: &Outcome, message: &str) {
 pub fn expect_success(out: &Outcome, message: &str) {
     expect_status(out, qemu::EXIT_SUCCESS, message);
 }
+
+/// The value of counter `name` in the simulator's `SIM-COUNTERS vcpu={vcpu} ` line of `serial`
+/// (0 when the line leaves it out, as it does for zero event counters).
+pub fn sim_counter(serial: &str, vcpu: u32, name: &str) -> u64 {
+    let prefix = format!("SIM-COUNTERS vcpu={vcpu} ");
+    let line = serial
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{serial}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map_or(0, |(_, v)| v.parse().expect("a counter is a number"))
+}

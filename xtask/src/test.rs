@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every suite, one summary.
 //!
 //! 1. host unit tests of the host-testable crates (`cargo test`),
-//! 2. the in-kernel suite (`test=all`) booted in QEMU with 1 and with 4 vCPUs,
+//! 2. the in-kernel suite (`test=all`) booted in QEMU with 1 and with 4 vCPUs, and from the
+//!    stage's IGVM file on the SEV-ES simulator with 1 vCPU,
 //! 3. the kernel's QEMU integration tests in `tests/` (among them the stage's IGVM entry on the
 //!    simulator, `stage_igvm.rs`),
 //! 4. the simulator's integration tests (`tests/tests/sim.rs`) with its test guest,
@@ -12,7 +13,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use xtask::build::{Profile, build, build_sim};
-use xtask::qemu::{self, RunConfig};
+use xtask::qemu::{self, RunConfig, SimFiles};
 use xtask::{Result, root, target_dir};
 
 #[derive(Default)]
@@ -78,26 +79,36 @@ fn cargo_test(tally: &mut Tally, label: &str, args: &[&str], env: &[(&str, Strin
     Ok(())
 }
 
-/// Boots `test=all` with `cpus` vCPUs and tallies each `TEST <name> PASS|FAIL` line.
+/// Serial log `name` of a suite run, under target/test-logs (the directory created).
+fn suite_log(name: &str) -> Result<std::path::PathBuf> {
+    let log = target_dir().join(format!("test-logs/{name}.log"));
+    std::fs::create_dir_all(log.parent().unwrap()).map_err(|e| e.to_string())?;
+    Ok(log)
+}
+
+/// Runs `cfg`, a boot with `test=all`, and tallies each `TEST <name> PASS|FAIL` line as
+/// `<label> <name>`; a `TEST <name> SKIP <why>` line (a case that does not apply to the
+/// platform) is shown and counts neither way.
 fn kernel_suite(
     tally: &mut Tally,
-    efi: &std::path::Path,
+    label: &str,
+    cfg: &RunConfig,
     fw: &std::path::Path,
-    cpus: u32,
 ) -> Result<()> {
-    let log = target_dir().join(format!("test-logs/kernel-suite-{cpus}cpu.log"));
-    std::fs::create_dir_all(log.parent().unwrap()).map_err(|e| e.to_string())?;
-    let cfg = RunConfig::logged(efi, cpus, "test=all", log.clone());
-    let out = qemu::run(&cfg, fw, false)?;
+    let out = qemu::run(cfg, fw, false)?;
     let mut seen = 0;
     for line in out.serial.lines() {
         let mut w = line.split_whitespace();
         if w.next() == Some("TEST") {
             let (name, verdict) = (w.next().unwrap_or("?"), w.next().unwrap_or("?"));
             let rest: Vec<&str> = w.collect();
+            if verdict == "SKIP" {
+                println!("xtask: {label} {name} ... skipped: {}", rest.join(" "));
+                continue;
+            }
             seen += 1;
             tally.add(
-                &format!("kernel[{cpus} cpu] {name}"),
+                &format!("{label} {name}"),
                 verdict == "PASS",
                 &format!(" {}", rest.join(" ")),
             );
@@ -105,8 +116,12 @@ fn kernel_suite(
     }
     let summary_ok = out.serial.lines().any(|l| l.ends_with(" passed, 0 failed"));
     let run_ok = out.success() && summary_ok && seen > 0;
+    let log = cfg
+        .serial_log
+        .as_deref()
+        .unwrap_or(std::path::Path::new("-"));
     tally.add(
-        &format!("kernel[{cpus} cpu] run"),
+        &format!("{label} run"),
         run_ok,
         &format!(
             " ({}, {:.1}s, log {})",
@@ -160,11 +175,23 @@ pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
     let fw = qemu::ensure_prerequisites()?;
     let a = build(profile)?;
     for cpus in [1, 4] {
-        kernel_suite(&mut tally, &a.efi, &fw, cpus)?;
+        let log = suite_log(&format!("kernel-suite-{cpus}cpu"))?;
+        let cfg = RunConfig::logged(&a.efi, cpus, "test=all", log);
+        kernel_suite(&mut tally, &format!("kernel[{cpus} cpu]"), &cfg, &fw)?;
     }
     // The simulator is built before the kernel's integration tests: `stage_igvm.rs` boots the
-    // stage's IGVM file on it.
-    let sim = build_sim(profile).map(|s| {
+    // stage's IGVM file on it, as does the kernel's suite under SEV-ES here.
+    let sim_build = build_sim(profile);
+    if let Ok(s) = &sim_build {
+        let log = suite_log("kernel-suite-sev-es-sim-1cpu")?;
+        let files = SimFiles {
+            guest_igvm: a.stage_igvm.clone(),
+            options: String::new(),
+        };
+        let cfg = RunConfig::logged(&s.sim_efi, 1, "test=all", log).on_sim(files);
+        kernel_suite(&mut tally, "kernel[sev-es-sim 1 cpu]", &cfg, &fw)?;
+    }
+    let sim = sim_build.map(|s| {
         [
             ("SEV_SIM_EFI", s.sim_efi.display().to_string()),
             ("SEV_SIM_GUEST_IGVM", s.guest_igvm.display().to_string()),
