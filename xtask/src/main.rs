@@ -29,7 +29,8 @@ usage: cargo xtask <command> [options]
   bench boot                        boot-time phases (guest TSC) and image sizes -> target/bench/boot.json
   bench vc                          host cost of #VC decode+emulate -> target/bench/vc.json
   bench sim                         simulator #VC round trips and launch time -> target/bench/sim.json
-  bench sev-es                      VMGEXITs of a kernel boot on the simulator -> target/bench/sev-es.json
+  bench sev-es                      VMGEXITs of a kernel boot on the simulator, and the guest-side
+                                    #VC cost by event under -icount -> target/bench/sev-es.json
   clippy                            clippy on the host crates and on the freestanding binaries (warnings are errors)
   prereqs                           find (or, as root, install) QEMU >= 10.0 and OVMF";
 
