@@ -205,6 +205,18 @@ impl GhcbChannel {
         Ok(Established { info, sev_cpuid })
     }
 
+    /// Whether the GHCB GPA is registered (by [`establish`](Self::establish)).
+    pub fn registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
+    }
+
+    /// For a vCPU back from AP Reset Hold, whose parking code used the GHCB MSR: the next
+    /// request through the GHCB writes the GPA to the MSR again. The registration itself
+    /// stays with the hypervisor.
+    pub fn after_reset_hold(&self) {
+        self.record.forget();
+    }
+
     /// Whether the GHCB is up and free: a print (port I/O, a #VC) can work now.
     pub fn can_print(&self) -> bool {
         self.state.try_lock().is_some() && self.registered.load(Ordering::Acquire)

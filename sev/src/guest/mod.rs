@@ -12,16 +12,19 @@
 //! - [`DecoderHeap`]: the static heap the #VC core's decoder needs,
 //! - [`GhcbChannel`]: a vCPU's GHCB MSR, GHCB page and #VC state behind one lock, their
 //!   bring-up, and the #VC handler over all of the above,
-//! - [`igvm_entry!`](crate::igvm_entry): the naked entry point that gives each vCPU its stack.
+//! - [`igvm_entry!`](crate::igvm_entry): the naked entry point that gives each vCPU its stack,
+//! - [`ApJumpTable`]: the AP jump table page and the code that parks an AP there (AP Reset Hold).
 //!
 //! Only with the `guest` feature (it brings in the `x86` crate), on x86-64.
 
+mod ap_jump_table;
 mod channel;
 mod entry;
 mod heap;
 mod memory;
 mod regs;
 
+pub use ap_jump_table::{ApJumpTable, JumpTableError};
 pub use channel::{Established, GhcbChannel, GhcbPage, HeldChannel};
 #[doc(hidden)]
 pub use entry::size_of_static;
