@@ -21,6 +21,7 @@ use sev::msr_protocol::{GHCB_MSR, MsrProtocolError};
 use sev::termination::TerminationReason;
 use sev::vmsa::Vmsa;
 use sim::counters::Counters;
+use sim::nmi_storm::NmiStorm;
 use sim::x2apic::Mailbox;
 
 /// SEV_STATUS (read-only, no exit on hardware).
@@ -235,6 +236,8 @@ pub struct Vcpu {
     pub nmi_blocked: bool,
     /// NMI_COMPLETE events received.
     pub nmi_completed: u64,
+    /// A test's NMI storm (test hypercall `NMI_STORM`): NMIs made pending at chosen exits.
+    pub nmi_storm: Option<NmiStorm>,
     /// The guest's DR7 as the hypervisor tracks it (DR7 NAE events).
     pub dr7: u64,
     /// The nested page table this vCPU runs on now (`crate::memory::NptRoots`).
@@ -399,6 +402,7 @@ impl Vcpu {
             nmi_pending: false,
             nmi_blocked: false,
             nmi_completed: 0,
+            nmi_storm: None,
             dr7: vmsa.dr7,
             npt,
             tsc_aux: u64::from(vmsa.tsc_aux),
@@ -447,7 +451,14 @@ impl Vcpu {
                 self.nmi_pending = true;
             }
         }
+        if !self.nmi_pending
+            && !self.nmi_blocked
+            && self.nmi_storm.as_mut().is_some_and(NmiStorm::due)
+        {
+            self.nmi_pending = true;
+        }
         if let Some(event) = self.reinject.take() {
+
             self.vmcb.set(off::EVENT_INJ, event);
         } else if self.nmi_pending && !self.nmi_blocked {
             self.vmcb.set(off::EVENT_INJ, EVENTINJ_NMI);
@@ -475,6 +486,10 @@ impl Vcpu {
     /// The highest requested fixed vector whose priority class beats the in-service one and
     /// the task priority.
     fn deliverable_interrupt(&self) -> Option<u8> {
+        // A software-disabled APIC (SVR bit 8 clear, as after reset) takes no fixed interrupt.
+        if self.svr & (1 << 8) == 0 {
+            return None;
+        }
         let v = self.mailbox.highest_irr()?;
         let in_service = (0..4).rev().find(|&i| self.isr[i] != 0).map_or(0, |i| {
             i as u64 * 64 + 63 - u64::from(self.isr[i].leading_zeros())
@@ -503,6 +518,10 @@ impl Vcpu {
     /// otherwise after [`HALT_TIMEOUT_S`] without an event (no timer exists to wake it).
     fn halt(&mut self, vm: &Vm) -> Result<(), Stop> {
         self.vmcb.set_rip(self.vmcb.rip() + 1);
+        // An `sti; hlt` exits with the STI shadow still set, but it covered only the HLT: the
+        // interrupt that ends the HLT is taken right after it.
+        let int_state: u64 = self.vmcb.get(off::INT_STATE);
+        self.vmcb.set(off::INT_STATE, int_state & !1);
         let deadline = x86::tsc::rdtsc() + HALT_TIMEOUT_S * vm.tsc_hz;
         loop {
             if self.can_wake() {
