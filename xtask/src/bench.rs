@@ -299,12 +299,16 @@ pub fn sim() -> Result<()> {
 /// Issue 5's target for the VMGEXITs of a boot on 1 vCPU, port I/O (the console) excluded.
 const SEV_ES_VMGEXITS_TARGET: u64 = 64;
 
-/// The `vmgexit.*` counters of vCPU 0's `SIM-COUNTERS` line, with the total.
-fn vmgexit_counters(serial: &str) -> Result<(u64, Vec<(String, u64)>)> {
+/// vCPUs of the boot whose APs [`sev_es`] counts.
+const SEV_ES_SMP_VCPUS: u32 = 4;
+
+/// The `vmgexit.*` counters of vCPU `vcpu`'s `SIM-COUNTERS` line, with the total.
+fn vmgexit_counters(serial: &str, vcpu: u32) -> Result<(u64, Vec<(String, u64)>)> {
+    let prefix = format!("SIM-COUNTERS vcpu={vcpu} ");
     let line = serial
         .lines()
-        .find_map(|l| l.trim().strip_prefix("SIM-COUNTERS vcpu=0 "))
-        .ok_or("no SIM-COUNTERS line for vCPU 0 in the serial output")?;
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .ok_or_else(|| format!("no SIM-COUNTERS line for vCPU {vcpu} in the serial output"))?;
     let fields: Vec<(&str, &str)> = line
         .split_whitespace()
         .filter_map(|w| w.split_once('='))
@@ -315,6 +319,74 @@ fn vmgexit_counters(serial: &str) -> Result<(u64, Vec<(String, u64)>)> {
         by_event.push((k.to_string(), number(&fields, "SIM-COUNTERS", k)?));
     }
     Ok((total, by_event))
+}
+
+/// The IOIO VMGEXITs among `by_event`.
+fn ioio_of(by_event: &[(String, u64)]) -> u64 {
+    by_event
+        .iter()
+        .find(|(k, _)| k == "vmgexit.nae.ioio")
+        .map_or(0, |(_, v)| *v)
+}
+
+/// What one AP costs: its VMGEXITs from its start-up (the stage parks it on the AP jump table,
+/// the kernel wakes it, it registers its GHCB and reports in) to the shutdown.
+struct PerAp {
+    total: u64,
+    without_ioio: u64,
+    by_event: Vec<(String, u64)>,
+}
+
+/// Boots the kernel on [`SEV_ES_SMP_VCPUS`] vCPUs and reads every AP's counters, which must
+/// agree (the APs do the same), into one AP's figures.
+fn per_ap_vmgexits(
+    sim: &xtask::build::SimArtifacts,
+    kernel: &xtask::build::Artifacts,
+    fw: &std::path::Path,
+) -> Result<PerAp> {
+    let log = target_dir().join("bench/sev-es-smp.log");
+    let files = SimFiles {
+        guest_igvm: kernel.stage_igvm.clone(),
+        options: String::new(),
+    };
+    let cfg = RunConfig::logged(&sim.sim_efi, SEV_ES_SMP_VCPUS, "", log.clone()).on_sim(files);
+    let out = qemu::run(&cfg, fw, false)?;
+    let online = format!("{SEV_ES_SMP_VCPUS} of {SEV_ES_SMP_VCPUS} CPUs online");
+    if !out.success() || !out.serial.contains(&online) {
+        return Err(format!(
+            "kernel on {SEV_ES_SMP_VCPUS} vCPUs: {} without `{online}` (log {})",
+            out.describe(),
+            log.display()
+        ));
+    }
+    let mut first: Option<(u64, Vec<(String, u64)>)> = None;
+    for vcpu in 1..SEV_ES_SMP_VCPUS {
+        let counters = vmgexit_counters(&out.serial, vcpu)
+            .map_err(|e| format!("{e} (log {})", log.display()))?;
+        let without = |c: &(u64, Vec<(String, u64)>)| {
+            let mut v = c.1.clone();
+            v.retain(|(k, _)| k != "vmgexit.nae.ioio");
+            v
+        };
+        match &first {
+            None => first = Some(counters),
+            Some(f) if without(f) != without(&counters) => {
+                return Err(format!(
+                    "APs 1 and {vcpu} differ in their VMGEXITs: {:?} / {:?} (log {})",
+                    f.1,
+                    counters.1,
+                    log.display()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let (total, by_event) = first.ok_or("no AP")?;
+    Ok(PerAp {
+        total,
+        without_ioio: total - ioio_of(&by_event).min(total),
+        by_event,
+    })
 }
 
 /// Issue 5's aim for the guest-side cost of a CPUID #VC served without an exit (from the CPUID
@@ -420,12 +492,8 @@ pub fn sev_es() -> Result<()> {
         ));
     }
     let (total, by_event) =
-        vmgexit_counters(&out.serial).map_err(|e| format!("{e} (log {})", log.display()))?;
-    let ioio = by_event
-        .iter()
-        .find(|(k, _)| k == "vmgexit.nae.ioio")
-        .map_or(0, |(_, v)| *v);
-    let others = total - ioio.min(total);
+        vmgexit_counters(&out.serial, 0).map_err(|e| format!("{e} (log {})", log.display()))?;
+    let others = total - ioio_of(&by_event).min(total);
     println!(
         "{:<46} {:>12}",
         "VMGEXITs, 1 vCPU, launch to shutdown", "count"
@@ -444,6 +512,26 @@ pub fn sev_es() -> Result<()> {
         }
     );
     let events: Vec<String> = by_event
+        .iter()
+        .map(|(k, v)| format!("\"{k}\": {v}"))
+        .collect();
+    let per_ap = per_ap_vmgexits(&sim, &kernel, &fw)?;
+    println!();
+    println!(
+        "{:<46} {:>12}",
+        format!("VMGEXITs per AP ({SEV_ES_SMP_VCPUS} vCPUs, start to shutdown)"),
+        "count"
+    );
+    for (k, v) in &per_ap.by_event {
+        println!("{:<46} {v:>12}", format!("  {k}"));
+    }
+    println!("{:<46} {:>12}", "all", per_ap.total);
+    println!(
+        "{:<46} {:>12}",
+        "without port I/O (console)", per_ap.without_ioio
+    );
+    let ap_events: Vec<String> = per_ap
+        .by_event
         .iter()
         .map(|(k, v)| format!("\"{k}\": {v}"))
         .collect();
@@ -488,8 +576,11 @@ pub fn sev_es() -> Result<()> {
          path subtracted; 1 tick = 1 instruction)"
     );
     let json = format!(
-        "{{\n  \"vmgexits\": {total},\n  \"vmgexits_without_ioio\": {others},\n  \"by_event\": {{ {} }},\n  \"vc_guest_cost\": {{ \"clock\": \"QEMU -icount shift=0 (1 tick = 1 instruction)\", \"exit_overhead_subtracted\": {overhead}, {} }}\n}}\n",
+        "{{\n  \"vmgexits\": {total},\n  \"vmgexits_without_ioio\": {others},\n  \"by_event\": {{ {} }},\n  \"per_ap\": {{ \"vmgexits\": {}, \"vmgexits_without_ioio\": {}, \"by_event\": {{ {} }} }},\n  \"vc_guest_cost\": {{ \"clock\": \"QEMU -icount shift=0 (1 tick = 1 instruction)\", \"exit_overhead_subtracted\": {overhead}, {} }}\n}}\n",
         events.join(", "),
+        per_ap.total,
+        per_ap.without_ioio,
+        ap_events.join(", "),
         cost_json.join(", ")
     );
     let path = target_dir().join("bench/sev-es.json");
@@ -541,11 +632,11 @@ mod tests {
     }
 
     #[test]
-    fn vmgexit_counters_are_read_from_vcpu_0() {
+    fn vmgexit_counters_are_read_per_vcpu() {
         let serial = "x\nSIM-COUNTERS vcpu=0 exits=9 vmgexits=7 vc_delivered=3 exit.cpuid=2 \
                       vmgexit.msr.sev_info=1 vmgexit.nae.ioio=6\n\
                       SIM-COUNTERS vcpu=1 exits=0 vmgexits=0\n";
-        let (total, by_event) = vmgexit_counters(serial).unwrap();
+        let (total, by_event) = vmgexit_counters(serial, 0).unwrap();
         assert_eq!(total, 7);
         assert_eq!(
             by_event,
@@ -554,8 +645,10 @@ mod tests {
                 ("vmgexit.nae.ioio".to_string(), 6)
             ]
         );
-        assert!(vmgexit_counters("SIM-COUNTERS vcpu=1 vmgexits=1").is_err());
-        assert!(vmgexit_counters("SIM-COUNTERS vcpu=0 exits=1").is_err());
+        assert_eq!(vmgexit_counters(serial, 1).unwrap(), (0, vec![]));
+        assert!(vmgexit_counters(serial, 2).is_err());
+        assert!(vmgexit_counters("SIM-COUNTERS vcpu=1 vmgexits=1", 0).is_err());
+        assert!(vmgexit_counters("SIM-COUNTERS vcpu=0 exits=1", 0).is_err());
     }
 
     #[test]
