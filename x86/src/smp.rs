@@ -298,6 +298,7 @@ impl Trampoline {
             arg: params.arg,
             arrive: arrive as *const () as u64,
             arrived: 0,
+            claimed: 0,
         };
         // SAFETY: the parameter block is inside the installed page; the previous AP is past the
         // trampoline (it arrived, or was sent INIT again), so no CPU reads it now.

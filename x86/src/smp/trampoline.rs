@@ -28,18 +28,24 @@ pub struct Params {
     pub arrive: u64,
     /// 0 when written; set to 1 by `arrive` once the AP no longer needs the page's parameters.
     pub arrived: u64,
+    /// 0 when written; the first CPU through the trampoline swaps in 1 before it takes the
+    /// stack. Any later CPU on the same parameters (one a hostile hypervisor woke without a
+    /// start-up IPI of ours: under SEV-ES it can wake a parked AP at any time) finds 1 and
+    /// stops there, so no stack ever has two CPUs on it.
+    pub claimed: u64,
 }
 
 /// Offset of [`Params`] in the code: after a 2-byte jump, aligned to 8.
 pub const PARAMS_OFFSET: usize = 8;
 
-// The offsets the assembly uses (`.Lap_params + N`) and the seven quads it reserves.
+// The offsets the assembly uses (`.Lap_params + N`) and the eight quads it reserves.
 const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(offset_of!(Params, cr3) == 0 && offset_of!(Params, efer) == 8);
     assert!(offset_of!(Params, stack_top) == 16 && offset_of!(Params, entry) == 24);
     assert!(offset_of!(Params, arg) == 32 && offset_of!(Params, arrive) == 40);
-    assert!(offset_of!(Params, arrived) == 48 && size_of::<Params>() == 7 * 8);
+    assert!(offset_of!(Params, arrived) == 48 && offset_of!(Params, claimed) == 56);
+    assert!(size_of::<Params>() == 8 * 8);
 };
 
 // CR4 in the trampoline: PAE | OSFXSR | OSXMMEXCPT. CR0 for long mode: PG | WP | NE | ET | MP |
@@ -54,7 +60,7 @@ ap_trampoline_start:
     .byte 0xeb, .Lap_real - ap_trampoline_start - 2
     .balign 8
 .Lap_params:
-    .quad 0, 0, 0, 0, 0, 0, 0
+    .quad 0, 0, 0, 0, 0, 0, 0, 0
 .Lap_gdt:
     .quad 0
     .quad 0x00cf9a000000ffff
@@ -118,6 +124,11 @@ ap_trampoline_start:
     /* CR3 again, whole: 32-bit code loaded only its low half (an SEV C-bit is above it). */
     movq (.Lap_params - ap_trampoline_start)(%rbx), %rax
     movq %rax, %cr3
+    /* Claim the parameters; a CPU that finds them claimed stops here, stackless. */
+    movl $1, %eax
+    xchgq %rax, (.Lap_params + 56 - ap_trampoline_start)(%rbx)
+    testq %rax, %rax
+    jnz .Lap_taken
     xorl %eax, %eax
     movw %ax, %fs
     movw %ax, %gs
@@ -128,6 +139,10 @@ ap_trampoline_start:
     xorl %ebp, %ebp
     callq *(.Lap_params + 40 - ap_trampoline_start)(%rbx)
     ud2
+.Lap_taken:
+    cli
+    hlt
+    jmp .Lap_taken
     .global ap_trampoline_end
 ap_trampoline_end:
     .popsection
