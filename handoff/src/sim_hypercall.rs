@@ -26,7 +26,15 @@ pub const NMI_COUNTER: u64 = PREFIX | 4;
 pub const NMIS_INJECTED: u64 = 0;
 /// NMI_COUNTER's RBX for the NMI_COMPLETE events received from this vCPU so far.
 pub const NMI_COMPLETES: u64 = 1;
-
+/// Starts an NMI storm on the calling vCPU, replacing any storm it had: RBX = the number of
+/// NMIs, RCX and RDX = the least and the most exits of this vCPU between one NMI's
+/// NMI_COMPLETE (the first: this hypercall) and the next NMI, drawn at random in between
+/// (fixed seed per vCPU). A gap of 0 injects the next NMI right after NMI_COMPLETE, before the
+/// guest's IRET. RAX = 0, or [`INVALID_INPUT`] when RCX > RDX. The storm pauses while another
+/// NMI is pending or being handled, and ends when all its NMIs were injected (or with RBX = 0).
+pub const NMI_STORM: u64 = PREFIX | 5;
+/// RAX after a function whose inputs the simulator refuses (KVM's `-KVM_EINVAL`).
+pub const INVALID_INPUT: u64 = -22i64 as u64;
 /// A CPUID leaf in the hypervisor range (0x4000_0000..=0x4fff_ffff; "@SIM") through which the
 /// simulator reports the calling vCPU's time in guest mode: EDX:EAX = host TSC ticks spent
 /// between VMRUN and #VMEXIT so far, ECX:EBX = its #VMEXITs so far. The subleaf (ECX) is

@@ -80,17 +80,7 @@ fn handle(frame: &mut InterruptFrame) {
             LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
             breakpoint()
         }
-        vector::NMI if EXPECT_NMI.swap(false, Ordering::AcqRel) => {
-            LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
-            if crate::sev::active() {
-                let done = crate::sev::nmi_complete();
-                if let (true, Some(vc)) = (done.borrowed, done.interrupted_vc) {
-                    NMI_INTERRUPTED_VC.store(vc, Ordering::Release);
-                    NMIS_IN_VC.fetch_add(1, Ordering::AcqRel);
-                }
-            }
-            NMIS.fetch_add(1, Ordering::AcqRel);
-        }
+        vector::NMI => nmi(frame),
         vector::INVALID_OPCODE if UD_ARMED.swap(false, Ordering::AcqRel) => {
             NESTED_UD.fetch_add(1, Ordering::AcqRel);
             frame.rip += 2; // past the `ud2`
@@ -98,6 +88,40 @@ fn handle(frame: &mut InterruptFrame) {
         vector::VMM_COMMUNICATION if crate::sev::active() => crate::sev::handle_vc(frame),
         _ => fatal(frame),
     }
+}
+
+/// A test's NMI hook (`crate::testing::nmi_storm`), as the address of a `fn(&InterruptFrame)`;
+/// 0 for none. While one is set every NMI is expected: the hook runs in the NMI handler before
+/// NMI_COMPLETE, on every CPU.
+static NMI_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the NMI hook (`None` clears it).
+pub fn set_nmi_hook(hook: Option<fn(&InterruptFrame)>) {
+    NMI_HOOK.store(hook.map_or(0, |h| h as usize), Ordering::Release);
+}
+
+/// The NMI handler: an NMI a test expects (a hook is set, or [`EXPECT_NMI`] announced it) is
+/// counted and resumed, after NMI_COMPLETE under SEV-ES; any other is fatal. `x86::interrupts`
+/// runs it once per NMI, never nested.
+fn nmi(frame: &mut InterruptFrame) {
+    let hook = NMI_HOOK.load(Ordering::Acquire);
+    if hook == 0 && !EXPECT_NMI.swap(false, Ordering::AcqRel) {
+        fatal(frame)
+    }
+    LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
+    if hook != 0 {
+        // SAFETY: `set_nmi_hook` stores nothing but the addresses of `fn(&InterruptFrame)`s.
+        let hook: fn(&InterruptFrame) = unsafe { core::mem::transmute(hook) };
+        hook(frame);
+    }
+    if crate::sev::active() {
+        let done = crate::sev::nmi_complete();
+        if let (true, Some(vc)) = (done.borrowed, done.interrupted_vc) {
+            NMI_INTERRUPTED_VC.store(vc, Ordering::Release);
+            NMIS_IN_VC.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    NMIS.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The breakpoint handler: counts, and does what the tests asked for. It runs on the

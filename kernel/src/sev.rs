@@ -176,7 +176,6 @@ pub fn handle_vc(frame: &mut InterruptFrame) {
         // VMMCALLs with the SEV-ES simulator's prefix go to the hypervisor (the NMI tests use
         // them); any other VMMCALL raises #UD.
         hypercalls: &sev::guest::SimHypercalls,
-
     };
     let cpu = cpu_index();
     let outer = VC_IN_PROGRESS[cpu].swap(frame.error_code, Ordering::AcqRel);

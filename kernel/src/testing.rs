@@ -4,6 +4,7 @@
 //! one machine-readable line, `TEST <name> PASS|FAIL [reason]`, and the run ends with
 //! `N passed, N failed`, which `cargo xtask test` parses.
 
+mod nmi_storm;
 mod sev_es;
 
 use handoff::bootinfo::{BootInfo, MemoryKind};
@@ -27,10 +28,17 @@ const CASES: &[(&str, Case)] = &[
     ("nested_exception", nested_exception),
     ("sse_preserved", sse_preserved),
     ("nmi", nmi),
+    ("nmi_nested", nmi_storm::nested),
 ];
 
-/// Cases that end the run on purpose (and so are not part of `all`), selected only by name.
-const BY_NAME_ONLY: &[(&str, Case)] = &[("page_fault", page_fault)];
+/// Cases that end the run on purpose, need the SEV-ES simulator's test hypercalls or take long
+/// (and so are not part of `all`), selected only by name.
+const BY_NAME_ONLY: &[(&str, Case)] = &[
+    ("page_fault", page_fault),
+    ("nmi_worst_cases", nmi_storm::worst_cases),
+    ("nmi_storm", nmi_storm::storm),
+    ("nmi_storm_full", nmi_storm::storm_full),
+];
 
 /// Cases that do not apply under SEV-ES (launched from IGVM), with the reason: they are not
 /// run, and say so in a `TEST <name> SKIP <reason>` line.

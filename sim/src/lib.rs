@@ -7,5 +7,6 @@ pub mod counters;
 pub mod cr_write;
 pub mod cpuid;
 pub mod igvm;
+pub mod nmi_storm;
 pub mod options;
 pub mod x2apic;

@@ -18,6 +18,7 @@ use sev::hv_features::HvFeatures;
 use sev::ioio::IoioInfo;
 use sev::msr_protocol::{GFN_NONE, MsrRequest, MsrResponse};
 use sim::cpuid::{self, Regs};
+use sim::nmi_storm::NmiStorm;
 use sim::x2apic::{self, IcrError, Ipi};
 use x86::serial_println;
 
@@ -251,7 +252,7 @@ fn serve(
         }
         NaeRequest::Vmmcall { rax, cpl } => {
             let result = if cpl == 0 {
-                hypercall(vcpu, vm, rax, s.get(Rbx).unwrap_or(0))
+                hypercall(vcpu, vm, rax, s)
             } else {
                 sim_hypercall::UNKNOWN_FUNCTION
             };
@@ -288,6 +289,9 @@ fn serve(
         NaeRequest::NmiComplete => {
             vcpu.nmi_blocked = false;
             vcpu.nmi_completed += 1;
+            if let Some(storm) = vcpu.nmi_storm.as_mut() {
+                storm.completed();
+            }
             host::reply_ok(ghcb, 0, &[]);
         }
         NaeRequest::ApHltLoop => {
@@ -397,8 +401,11 @@ fn io_string(ghcb: &mut Ghcb, info: IoioInfo, count: u64, offset: usize) {
     }
 }
 
-/// The simulator's test hypercalls (`handoff::sim_hypercall`); anything else is unknown.
-fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, rbx: u64) -> u64 {
+/// The simulator's test hypercalls (`handoff::sim_hypercall`), with their inputs from the
+/// request `s` (a register the guest did not send reads 0); anything else is unknown.
+fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, s: &GhcbSnapshot) -> u64 {
+    let input = |r| s.get(r).unwrap_or(0);
+    let rbx = input(GhcbField::Rbx);
     match function {
         sim_hypercall::INJECT_NMI => {
             vcpu.nmi_pending = true;
@@ -419,6 +426,21 @@ fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, rbx: u64) -> u64 {
                 vm.tsc_hz
             );
             0
+        }
+        sim_hypercall::NMI_STORM => {
+            let (min, max) = (input(GhcbField::Rcx), input(GhcbField::Rdx));
+            let (Ok(min), Ok(max)) = (u32::try_from(min), u32::try_from(max)) else {
+                return sim_hypercall::INVALID_INPUT;
+            };
+            // A fixed seed per vCPU: the same storm every run.
+            let seed = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(u64::from(vcpu.id) + 1);
+            match NmiStorm::new(rbx, min, max, seed) {
+                Some(storm) => {
+                    vcpu.nmi_storm = Some(storm);
+                    0
+                }
+                None => sim_hypercall::INVALID_INPUT,
+            }
         }
         sim_hypercall::NMI_COUNTER => match rbx {
             sim_hypercall::NMIS_INJECTED => vcpu.counters.nmis_injected(),

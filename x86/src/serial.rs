@@ -28,9 +28,18 @@ pub fn init() {
     }
 }
 
-/// Writes formatted text to COM1, translating `\n` into `\r\n`.
+/// Writes formatted text to COM1, translating `\n` into `\r\n`. In an NMI handler, which may
+/// have interrupted this CPU in the middle of a print, the text is dropped when the console is
+/// busy rather than waited for ([`crate::interrupts::in_nmi`]).
 pub fn write_fmt(args: fmt::Arguments) {
-    let mut guard = PORT.lock();
+    let mut guard = if crate::interrupts::in_nmi() {
+        match PORT.try_lock() {
+            Some(guard) => guard,
+            None => return,
+        }
+    } else {
+        PORT.lock()
+    };
     if let Some(port) = guard.as_mut() {
         let _ = Crlf(port).write_fmt(args);
     }

@@ -17,7 +17,9 @@
 //! ICR write's VMGEXIT, inside the #VC handler). [`GhcbChannel::with_ghcb_interrupting`] serves
 //! it as Linux does: it borrows the GHCB from the interrupted holder, saving the page into a
 //! private backup page first and restoring it (and the GHCB MSR) afterwards
-//! ([`GhcbNesting`]), one level deep.
+//! ([`GhcbNesting`]), one level deep. A #VC that user raises (the NMI handler's port I/O or
+//! CPUID) is served the same way: [`GhcbChannel::handle_vc`] finding the channel held borrows
+//! the GHCB, with a #VC core state of its own (the holder's is in use below it).
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -101,6 +103,9 @@ pub struct GhcbChannel {
     /// `shared_alias + GPA`.
     shared_alias: u64,
     state: spin::Mutex<State>,
+    /// The #VC core's per-CPU state of a #VC that interrupted the holder of `state` (see
+    /// [`handle_vc`](Self::handle_vc)); never waited for: at most one such #VC runs at a time.
+    interrupting_cpu: spin::Mutex<VcPerCpu>,
     /// What the GHCB MSR holds, as far as this vCPU's transports know: the GHCB GPA is written
     /// once, not before every VMGEXIT (each write is an exit). Outside the lock because
     /// [`terminate`](Self::terminate) needs it while someone may hold the lock.
@@ -159,6 +164,7 @@ impl GhcbChannel {
             state: spin::Mutex::new(State {
                 cpu: VcPerCpu::new(),
             }),
+            interrupting_cpu: spin::Mutex::new(VcPerCpu::new()),
             record: GhcbMsrRecord::new(),
         }
     }
@@ -266,8 +272,8 @@ impl GhcbChannel {
     /// GHCB page ([`GhcbUse::Nested`] when the holder was between its first and last touch of
     /// the page), which is saved into the backup page before and restored after, and the GHCB
     /// MSR, which is read before and written back after if the holder had something else in
-    /// it (an MSR-protocol request or reply). `f` must not raise #VC: a #VC handler inside
-    /// would find the channel held and terminate the guest.
+    /// it (an MSR-protocol request or reply). `f` must not raise #VC: that #VC would be a third
+    /// user of the GHCB page, which [`GhcbNesting`] refuses (the guest terminates).
     pub fn with_ghcb_interrupting<R>(
         &self,
         f: impl FnOnce(&mut HwGhcb<'_>, GhcbUse) -> R,
@@ -327,6 +333,13 @@ impl GhcbChannel {
     /// FS or GS bases (the launch state's 0 holds). An exception the core asks for is not
     /// expected by either guest: it is reported as `{prefix}#VC exit code .. at RIP .. raised
     /// ..`, after the channel is released, and ends the run with the register dump (`fatal`).
+    ///
+    /// With the channel held, the holder is code this #VC interrupted (through an NMI whose
+    /// handler raised it: the channel serves one vCPU, and its holders do not raise #VC
+    /// themselves): the #VC borrows the GHCB from it as [`with_ghcb_interrupting`] does, with
+    /// the #VC core state kept for this case. A #VC inside that one terminates the guest.
+    ///
+    /// [`with_ghcb_interrupting`]: Self::with_ghcb_interrupting
     pub fn handle_vc(
         &self,
         frame: &mut InterruptFrame,
@@ -335,18 +348,39 @@ impl GhcbChannel {
         prefix: &str,
     ) {
         let exit_code = frame.error_code;
-        let next = self.with(|ch| {
-            let mut regs = InterruptRegs::new(frame, 0, 0);
-            dispatch_vc(
-                exit_code,
-                &mut regs,
-                &mut tables.memory(),
-                &mut ch.msr,
-                ch.ghcb.as_mut(),
-                ch.cpu,
-                cfg,
-            )
-        });
+        // Held on this vCPU means held by the code below us, which cannot let go before we
+        // return: the check and the use below do not race.
+        let next = if self.state.is_locked() {
+            let borrowed = self.with_ghcb_interrupting(|ghcb, _| {
+                let Some(mut cpu) = self.interrupting_cpu.try_lock() else {
+                    self.terminate(GuestReason::NestedVc.into())
+                };
+                let mut regs = InterruptRegs::new(frame, 0, 0);
+                dispatch_vc(
+                    exit_code,
+                    &mut regs,
+                    &mut tables.memory(),
+                    &mut self.msr(),
+                    Some(ghcb),
+                    &mut cpu,
+                    cfg,
+                )
+            });
+            borrowed.unwrap_or_else(|e| self.terminate(e.into()))
+        } else {
+            self.with(|ch| {
+                let mut regs = InterruptRegs::new(frame, 0, 0);
+                dispatch_vc(
+                    exit_code,
+                    &mut regs,
+                    &mut tables.memory(),
+                    &mut ch.msr,
+                    ch.ghcb.as_mut(),
+                    ch.cpu,
+                    cfg,
+                )
+            })
+        };
         match next {
             VcNext::Resume(n) => frame.rip += n,
             VcNext::Raise(e) => {

@@ -12,6 +12,7 @@
 //! - [`DecoderHeap`]: the static heap the #VC core's decoder needs,
 //! - [`GhcbChannel`]: a vCPU's GHCB MSR, GHCB page and #VC state behind one lock, their
 //!   bring-up, and the #VC handler over all of the above,
+//! - [`SimHypercalls`], [`vmmcall`]: the SEV-ES simulator's test hypercalls,
 //! - [`igvm_entry!`](crate::igvm_entry): the naked entry point that gives each vCPU its stack,
 //! - [`ApJumpTable`]: the AP jump table page and the code that parks an AP there (AP Reset Hold).
 //!
@@ -23,6 +24,7 @@ mod entry;
 mod heap;
 mod memory;
 mod regs;
+mod sim_hypercall;
 
 pub use ap_jump_table::{ApJumpTable, JumpTableError};
 pub use channel::{Established, GhcbChannel, GhcbPage, HeldChannel};
@@ -31,6 +33,7 @@ pub use entry::size_of_static;
 pub use heap::DecoderHeap;
 pub use memory::{LaunchMemory, LaunchTables};
 pub use regs::InterruptRegs;
+pub use sim_hypercall::{SimHypercalls, vmmcall, vmmcall3};
 
 use crate::cpuid::{SEV_CPUID_LEAF, SevCpuid};
 use crate::exception::Exception;

@@ -23,7 +23,6 @@ mod checks;
 mod cmdline;
 mod ghcb;
 mod heap;
-mod hypercall;
 mod interrupts;
 mod memory;
 mod panic;

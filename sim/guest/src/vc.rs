@@ -13,8 +13,8 @@ use sev::vc::VcConfig;
 use x86::interrupts::InterruptFrame;
 
 use crate::ghcb;
-use crate::hypercall::SimHypercalls;
 use crate::memory;
+use sev::guest::SimHypercalls;
 
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static LAST_ERROR: AtomicU64 = AtomicU64::new(0);

@@ -22,7 +22,7 @@ use x86::idt::{Idt, vector};
 
 use super::{Outcome, counting};
 use crate::ghcb;
-use crate::hypercall::vmmcall;
+use sev::guest::vmmcall;
 
 /// Iterations of each benchmark.
 const ITERATIONS: u64 = 20_000;

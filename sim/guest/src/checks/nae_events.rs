@@ -8,7 +8,7 @@ use sev::nae;
 
 use super::Outcome;
 use crate::ghcb;
-use crate::hypercall::vmmcall;
+use sev::guest::vmmcall;
 
 /// A page for the AP jump table's address (its content is never used: no AP is started).
 #[repr(C, align(4096))]

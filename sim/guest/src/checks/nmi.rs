@@ -8,8 +8,8 @@ use sev::nae;
 
 use super::Outcome;
 use crate::ghcb;
-use crate::hypercall::vmmcall;
 use crate::interrupts::nmis;
+use sev::guest::vmmcall;
 
 /// Exits the guest makes while waiting for (or making sure there is no) NMI delivery: the
 /// simulator injects on its way back into the guest, so each exit is a chance to deliver.

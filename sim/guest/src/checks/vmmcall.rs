@@ -10,7 +10,7 @@ use sev::nae::{self, NaeError};
 
 use super::{Outcome, one_vc};
 use crate::ghcb;
-use crate::hypercall::vmmcall as call;
+use sev::guest::vmmcall as call;
 
 /// A function number with the simulator's prefix that `handoff::sim_hypercall` does not define.
 const UNDEFINED: u64 = PREFIX | 0xff_ffff;
