@@ -63,12 +63,18 @@ pub fn boot_ist_stack(slot: u8) -> (u64, u64) {
     (top + above - x86::gdt::IST_STACK_SIZE as u64, top)
 }
 
-/// Gives the running application processor its own IST stacks, TSS and GDT (leaked: they live
-/// as long as the CPU) and loads the shared IDT. Call once per AP, after the heap is up.
-pub fn init_ap() {
-    let gdt = x86::gdt::leaked_for_new_cpu();
-    // SAFETY: this CPU's own GDT and TSS, leaked, loaded once.
-    unsafe { gdt.load() };
+/// Loads the running application processor's own GDT (with its TSS and IST stacks, from
+/// `x86::gdt::leaked_for_new_cpu`, kept by `crate::smp` for as long as the CPU exists) and the
+/// shared IDT. `again` when this CPU loaded `gdt` before and was reset since (back online).
+pub fn init_ap(gdt: &'static Gdt, again: bool) {
+    if again {
+        // SAFETY: this CPU's own GDT, loaded by this CPU before it went offline; no other CPU
+        // uses it.
+        unsafe { gdt.reload() };
+    } else {
+        // SAFETY: this CPU's own GDT and TSS, loaded for the first time.
+        unsafe { gdt.load() };
+    }
     // SAFETY: the GDT and TSS with this CPU's IST stacks were just loaded.
     unsafe { x86::interrupts::load_idt() };
 }
@@ -81,6 +87,9 @@ fn handle(frame: &mut InterruptFrame) {
             breakpoint()
         }
         vector::NMI => nmi(frame),
+        crate::smp::WAKE_VECTOR => crate::apic::get().eoi(),
+        // A spurious interrupt is not in service: nothing to acknowledge.
+        x86::apic::SPURIOUS_VECTOR => {}
         vector::INVALID_OPCODE if UD_ARMED.swap(false, Ordering::AcqRel) => {
             NESTED_UD.fetch_add(1, Ordering::AcqRel);
             frame.rip += 2; // past the `ud2`
