@@ -9,12 +9,18 @@
 //! tables; everything it needs before its own tables (image, `.bss`, stack, `BootInfo`) has been
 //! touched by the stage and so is mapped.
 //!
+//! Under SEV-ES ([`Encryption`]) every entry carries the C-bit except the leaves of MMIO and of
+//! the GHCB page (`sev::guest::leaves` decides, for the fixed ranges and for every fault alike,
+//! so a fault near the GHCB page cannot map it private again); the tables themselves and CR3
+//! are private. Without SEV the C-bit is 0 and both kinds of leaf are mapped the same way.
+//!
 //! Table pages come from a pool in the stage's `.bss` (loader memory the kernel does not reuse).
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use handoff::bootinfo::{BootInfo, MAX_MEMORY_REGIONS, MemoryKind, MemoryRegion};
-use x86::paging::{FrameSource, Identity, MapError, PAGE_2M, PageFlags, PageTables, Table};
+use sev::guest::leaves;
+use x86::paging::{FrameSource, Identity, MapError, PAGE_2M, PAGE_4K, PageTables, Table};
 
 /// Page-table pages for the whole stage: a PML4, a PDPT and a PD per GiB touched, and a PT per
 /// 2 MiB block that a region edge cuts.
@@ -23,8 +29,14 @@ const POOL_TABLES: usize = 64;
 /// How much stack below the current stack pointer is mapped before the switch.
 const STACK_RESERVE: u64 = 128 * 1024;
 
-const RAM: PageFlags = PageFlags::WRITABLE;
-const MMIO: PageFlags = PageFlags::WRITABLE.union(PageFlags::NO_CACHE);
+/// The stage's tables under SEV-ES.
+#[derive(Clone, Copy, Debug)]
+pub struct Encryption {
+    /// The C-bit as an address mask.
+    pub c_bit: u64,
+    /// The page shared with the hypervisor (the GHCB), mapped without the C-bit.
+    pub shared_page: u64,
+}
 
 /// Why an address could not be mapped.
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +92,8 @@ struct State {
     map: [MemoryRegion; MAX_MEMORY_REGIONS],
     map_len: usize,
     faults: usize,
+    /// The shared page (start, end) under SEV-ES.
+    shared: Option<(u64, u64)>,
 }
 
 /// Mapper state reached from the stage's main flow and from its #PF handler, on one CPU with
@@ -101,6 +115,7 @@ static STATE: Shared<State> = Shared(UnsafeCell::new(State {
     map: [MemoryRegion::EMPTY; MAX_MEMORY_REGIONS],
     map_len: 0,
     faults: 0,
+    shared: None,
 }));
 static BUSY: AtomicBool = AtomicBool::new(false);
 
@@ -136,9 +151,14 @@ fn descriptor_tables() -> [(u64, u64); 2] {
 }
 
 /// Builds the stage's tables with its `image` (physical start, end), stack, the loaded GDT and
-/// IDT and `info` mapped, and switches CR3 to them. From here on the memory map in `info`
-/// decides what can be touched.
-pub fn init(info: &mut BootInfo, image: (u64, u64)) -> Result<(), IdmapError> {
+/// IDT and `info` mapped, with `encryption` under SEV-ES, and switches CR3 to them (which drops
+/// the old tables' translations but global ones). From here on the memory map in `info` decides
+/// what can be touched.
+pub fn init(
+    info: &mut BootInfo,
+    image: (u64, u64),
+    encryption: Option<Encryption>,
+) -> Result<(), IdmapError> {
     let rsp: u64;
     // SAFETY: reads the stack pointer.
     unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
@@ -151,15 +171,15 @@ pub fn init(info: &mut BootInfo, image: (u64, u64)) -> Result<(), IdmapError> {
         let map = info.memory_map();
         s.map[..map.len()].copy_from_slice(map);
         s.map_len = map.len();
-        let mut tables = PageTables::create(pool, 0, Identity).map_err(IdmapError::Map)?;
+        s.shared = encryption.map(|e| (e.shared_page, e.shared_page + PAGE_4K));
+        let c_bit = encryption.map_or(0, |e| e.c_bit);
+        let mut tables = PageTables::create(pool, c_bit, Identity).map_err(IdmapError::Map)?;
         for (start, end) in [image, info_span, gdt, idt] {
-            tables
-                .map_range(pool, start, end, RAM)
-                .map_err(IdmapError::Map)?;
+            map_run(&mut tables, pool, (start, end, false), s.shared)?;
         }
         // The stack as a fault would map it: a fault on the stack could not be handled.
         for addr in [rsp, rsp - STACK_RESERVE] {
-            map_around(&mut tables, pool, &s.map[..s.map_len], addr)?;
+            map_around(&mut tables, pool, &s.map[..s.map_len], s.shared, addr)?;
         }
         let cr3 = tables.cr3();
         s.tables = Some(tables);
@@ -186,7 +206,7 @@ pub fn handle_page_fault(addr: u64, error_code: u64) -> Result<(), IdmapError> {
     }
     with_state(addr, |s, pool| {
         let tables = s.tables.as_mut().ok_or(IdmapError::NotActive(addr))?;
-        map_around(tables, pool, &s.map[..s.map_len], addr)?;
+        map_around(tables, pool, &s.map[..s.map_len], s.shared, addr)?;
         s.faults += 1;
         Ok(())
     })?
@@ -197,13 +217,37 @@ fn map_around(
     tables: &mut PageTables<Identity>,
     pool: &mut Pool,
     map: &[MemoryRegion],
+    shared: Option<(u64, u64)>,
     addr: u64,
 ) -> Result<(), IdmapError> {
-    let (start, end, flags) = known_run(map, addr).ok_or(IdmapError::Unknown(addr))?;
+    let (start, end, mmio) = known_run(map, addr).ok_or(IdmapError::Unknown(addr))?;
     let block = addr & !(PAGE_2M - 1);
-    tables
-        .map_range(pool, start.max(block), end.min(block + PAGE_2M), flags)
+    map_run(
+        tables,
+        pool,
+        (start.max(block), end.min(block + PAGE_2M), mmio),
+        shared,
+    )
+}
+
+/// Maps `(start, end, mmio)`, RAM or MMIO, with the `shared` page in it without the C-bit.
+fn map_run(
+    tables: &mut PageTables<Identity>,
+    pool: &mut Pool,
+    (start, end, mmio): (u64, u64, bool),
+    shared: Option<(u64, u64)>,
+) -> Result<(), IdmapError> {
+    for (s, e, leaf) in leaves(start, end, mmio, shared) {
+        if s >= e {
+            continue;
+        }
+        if leaf.shared() {
+            tables.map_range_shared(pool, s, e, leaf.flags())
+        } else {
+            tables.map_range(pool, s, e, leaf.flags())
+        }
         .map_err(IdmapError::Map)?;
+    }
     Ok(())
 }
 
@@ -213,27 +257,21 @@ pub fn stats() -> (usize, usize) {
 }
 
 /// The run of adjacent regions around `addr` that map alike (all RAM kinds, or MMIO), as
-/// (start, end, flags); `None` when no region contains `addr`.
-fn known_run(map: &[MemoryRegion], addr: u64) -> Option<(u64, u64, PageFlags)> {
-    let flags = |r: &MemoryRegion| {
-        if r.kind == MemoryKind::MMIO {
-            MMIO
-        } else {
-            RAM
-        }
-    };
+/// (start, end, whether MMIO); `None` when no region contains `addr`.
+fn known_run(map: &[MemoryRegion], addr: u64) -> Option<(u64, u64, bool)> {
+    let mmio = |r: &MemoryRegion| r.kind == MemoryKind::MMIO;
     let i = map.iter().position(|r| r.start <= addr && addr < r.end())?;
-    let f = flags(&map[i]);
+    let f = mmio(&map[i]);
     let mut start = map[i].start;
     for r in map[..i].iter().rev() {
-        if r.end() != start || flags(r) != f {
+        if r.end() != start || mmio(r) != f {
             break;
         }
         start = r.start;
     }
     let mut end = map[i].end();
     for r in &map[i + 1..] {
-        if r.start != end || flags(r) != f {
+        if r.start != end || mmio(r) != f {
             break;
         }
         end = r.end();

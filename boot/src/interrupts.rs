@@ -5,7 +5,9 @@
 //! Everything lives in the stage's image (statics), so it stays mapped whatever page tables
 //! the stage switches to, as long as they map the image. The IGVM entry installs the same
 //! tables first thing, before anything can raise #VC, and routes every vector to its own
-//! handler (`crate::igvm::handle_exception`).
+//! handler (`crate::igvm::handle_exception`). On the EFI entry #VC goes to `crate::sev_efi`
+//! (under the firmware's SEV-ES these tables are the first step of taking #VC over), and under
+//! SEV-ES an exception nobody handles ends in a termination request instead of QEMU's exit.
 
 use x86::gdt::{Gdt, IstStacks, Tss};
 use x86::idt::vector;
@@ -29,14 +31,21 @@ pub fn init() {
     unsafe { x86::interrupts::load_idt() };
 }
 
-/// The handler for every vector: on the IGVM path, the IGVM path's (#VC); else a #PF the
-/// page-fault hook resolves is retried, everything else is fatal.
+/// The handler for every vector: on the IGVM path, the IGVM path's (#VC); else #VC goes to the
+/// EFI path's SEV-ES handler, a #PF the page-fault hook resolves is retried, everything else
+/// is fatal.
 fn handle(frame: &mut InterruptFrame) {
     if crate::igvm::active() {
         return crate::igvm::handle_exception(frame);
     }
+    if frame.vector == u64::from(vector::VMM_COMMUNICATION) {
+        return crate::sev_efi::handle_vc(frame);
+    }
     if frame.vector == u64::from(vector::PAGE_FAULT) && page_fault(frame.cr2, frame.error_code) {
         return;
+    }
+    if crate::sev_efi::active() {
+        crate::sev_efi::fatal(frame)
     }
     fatal(frame)
 }
@@ -47,8 +56,10 @@ fn page_fault(addr: u64, error_code: u64) -> bool {
     match crate::idmap::handle_page_fault(addr, error_code) {
         Ok(()) => true,
         Err(e) => {
-            x86::serial::force_unlock();
-            x86::serial_println!("stage: {e}");
+            if crate::sev_efi::can_print() {
+                x86::serial::force_unlock();
+                x86::serial_println!("stage: {e}");
+            }
             false
         }
     }

@@ -1,7 +1,8 @@
 //! The decompressor stage: an EFI application that collects what the firmware knows, exits boot
 //! services, unpacks and checks the embedded kernel, loads it and jumps to it with a `BootInfo`.
 //! It has a second entry, [`igvm::_start_igvm`], for a launch from an IGVM file under SEV-ES
-//! (no UEFI); both end in [`start_kernel`].
+//! (no UEFI); both end in [`start_kernel`]. Under the firmware's SEV-ES the EFI entry takes #VC
+//! and the GHCB over from the firmware at ExitBootServices ([`sev_efi`]).
 #![no_std]
 #![no_main]
 
@@ -9,11 +10,13 @@ mod fw_cfg;
 mod idmap;
 mod igvm;
 mod interrupts;
+mod sev_efi;
 
 use efi::Placement;
 use handoff::bootinfo::{BootInfo, KERNEL_PREFERRED_BASE};
 use handoff::elf::Elf;
 use handoff::payload::{self, Header};
+use sev::termination::GuestReason;
 use uefi_raw::table::system::SystemTable;
 use uefi_raw::{Handle, Status};
 use x86::qemu::{ExitStatus, debug_exit, halt_forever};
@@ -28,6 +31,16 @@ enum StageError {
     Payload(payload::PayloadError),
     Elf(handoff::elf::ElfError),
     Idmap(idmap::IdmapError),
+}
+
+impl StageError {
+    /// The termination reason under SEV-ES.
+    fn reason(&self) -> GuestReason {
+        match self {
+            Self::Efi(_) | Self::Payload(_) | Self::Elf(_) => GuestReason::KernelLoad,
+            Self::Idmap(_) => GuestReason::StageMemory,
+        }
+    }
 }
 
 impl core::fmt::Display for StageError {
@@ -48,15 +61,20 @@ pub extern "efiapi" fn _start(image: Handle, st: *mut SystemTable) -> Status {
     let efi_entry = rdtsc();
     x86::serial::init();
     serial_println!("stage: started");
+    let sev_es = sev_efi::detect();
     // SAFETY: these are the firmware's own entry arguments.
     let fw = unsafe { efi::Firmware::new(image, st) };
-    match run(fw, efi_entry) {
+    match run(fw, efi_entry, sev_es) {
         Ok(never) => match never {},
-        Err(e) => fail(format_args!("{e}")),
+        Err(e) => fail(e.reason(), format_args!("{e}")),
     }
 }
 
-fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, StageError> {
+fn run(
+    fw: efi::Firmware,
+    efi_entry: u64,
+    sev_es: Option<sev::guest::SevEsPlan>,
+) -> Result<core::convert::Infallible, StageError> {
     let header = Header::parse(PAYLOAD).map_err(StageError::Payload)?;
     let pages = |bytes: u64| bytes.div_ceil(4096) as usize;
 
@@ -102,11 +120,23 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
         text = cmdline_text(&line[..n]);
     }
     info.set_cmdline(text);
+    if sev_es.is_some() {
+        sev_efi::prepare(&fw, info).map_err(StageError::Efi)?;
+    }
 
     fw.exit_boot_services(info).map_err(StageError::Efi)?;
-    info.timestamps.exit_boot_services = rdtsc();
-    interrupts::init();
-    idmap::init(info, stage_image).map_err(StageError::Idmap)?;
+    // Under SEV-ES nothing may raise #VC before the stage's IDT: the takeover comes first.
+    match &sev_es {
+        Some(plan) => {
+            sev_efi::take_over(plan, info, stage_image);
+            info.timestamps.exit_boot_services = rdtsc();
+        }
+        None => {
+            info.timestamps.exit_boot_services = rdtsc();
+            interrupts::init();
+            idmap::init(info, stage_image, None).map_err(StageError::Idmap)?;
+        }
+    }
 
     start_kernel(info, &header, elf_addr, image_addr, || {
         let (faults, tables) = idmap::stats();
@@ -173,9 +203,19 @@ fn is_efi_name(s: &str) -> bool {
     s.len() >= 4 && s.as_bytes()[s.len() - 4..].eq_ignore_ascii_case(b".efi")
 }
 
-fn fail(msg: core::fmt::Arguments) -> ! {
+/// Ends the run after an error: under SEV-ES through `sev_efi` with `reason`, else with
+/// `stage: error: {msg}` and a failure exit.
+fn fail(reason: GuestReason, msg: core::fmt::Arguments) -> ! {
+    if sev_efi::active() {
+        sev_efi::fail(reason.into(), msg)
+    }
     x86::serial::force_unlock();
     serial_println!("stage: error: {msg}");
+    exit_failure()
+}
+
+/// QEMU's debug exit with the failure status, then halting for good.
+fn exit_failure() -> ! {
     debug_exit(ExitStatus::Failure);
     halt_forever()
 }
@@ -188,5 +228,5 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
             format_args!("panic: {info}"),
         )
     }
-    fail(format_args!("panic: {info}"))
+    fail(GuestReason::Panic, format_args!("panic: {info}"))
 }

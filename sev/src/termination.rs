@@ -135,13 +135,19 @@ pub enum GuestReason {
     KernelLoad = 0x18,
     /// An exception the guest has no handler for (its register dump went to the console).
     UnexpectedException = 0x19,
+    /// SEV-SNP is active, and the guest (the stage's EFI entry) supports SEV-ES only: it does
+    /// not validate pages.
+    SnpUnsupported = 0x1a,
+    /// The stage could not build its own page tables (table pool exhausted, a range outside
+    /// the firmware's memory map).
+    StageMemory = 0x1b,
 }
 
 impl GuestReason {
     /// The variant with this code, if any.
     pub fn from_code(code: u8) -> Option<Self> {
         use GuestReason::*;
-        const ALL: [GuestReason; 25] = [
+        const ALL: [GuestReason; 27] = [
             UnsupportedExit,
             ExitCodeMismatch,
             UserModeVc,
@@ -167,6 +173,8 @@ impl GuestReason {
             LaunchParameters,
             KernelLoad,
             UnexpectedException,
+            SnpUnsupported,
+            StageMemory,
         ];
         ALL.into_iter().find(|r| *r as u8 == code)
     }
@@ -178,15 +186,15 @@ mod tests {
 
     #[test]
     fn guest_codes_round_trip_and_are_dense() {
-        for code in 1..=0x19u8 {
-            let r = GuestReason::from_code(code).expect("codes 1..=0x19 are all defined");
+        for code in 1..=0x1bu8 {
+            let r = GuestReason::from_code(code).expect("codes 1..=0x1b are all defined");
             assert_eq!(r as u8, code);
             let t = TerminationReason::from(r);
             assert_eq!((t.set(), t.code()), (REASON_SET_GUEST, code));
             assert_eq!(t.guest_reason(), Some(r));
         }
         assert_eq!(GuestReason::from_code(0), None);
-        assert_eq!(GuestReason::from_code(0x1a), None);
+        assert_eq!(GuestReason::from_code(0x1c), None);
     }
 
     #[test]

@@ -59,7 +59,7 @@ static mut AP_STACKS: Stack<{ AP_STACK_SIZE * MAX_VCPUS as usize }> =
 
 /// The heap, for the #VC core's decoder tables (about 330 KiB) only.
 #[global_allocator]
-static HEAP: DecoderHeap<{ 512 * 1024 }> = DecoderHeap::new();
+pub(crate) static HEAP: DecoderHeap<{ 512 * 1024 }> = DecoderHeap::new();
 
 /// The boot vCPU's channel to the hypervisor: the GHCB MSR, the GHCB page and the #VC core's
 /// per-CPU state behind one lock. Only the boot vCPU raises #VC (the APs stay in reset hold),

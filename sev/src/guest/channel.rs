@@ -26,7 +26,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use x86::interrupts::{InterruptFrame, fatal};
 
-use super::{InterruptRegs, LaunchTables, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb};
+use super::{
+    InterruptRegs, LaunchTables, Registration, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb,
+};
 use crate::ghcb::Ghcb;
 use crate::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
 use crate::msr_protocol::{self, GhcbMsr, SevInfo};
@@ -204,11 +206,23 @@ impl GhcbChannel {
     /// core's decoder exists. Fails with the reason to terminate with.
     pub fn establish(&self, c_bit: u8) -> Result<Established, TerminationReason> {
         let sev_cpuid = check_sev_cpuid(c_bit)?;
+        let info = self.register(c_bit, Registration::Request)?;
+        Ok(Established { info, sev_cpuid })
+    }
+
+    /// The part of [`establish`](Self::establish) after the CPUID check, for a guest that
+    /// runs that check itself and chooses whether the GPA is registered ([`Registration`]):
+    /// protocol negotiation, then the GHCB's GPA in the GHCB MSR.
+    pub fn register(
+        &self,
+        c_bit: u8,
+        registration: Registration,
+    ) -> Result<SevInfo, TerminationReason> {
         let state = self.state.lock();
-        let info = register_ghcb(&mut self.msr(), self.gpa(), c_bit)?;
+        let info = register_ghcb(&mut self.msr(), self.gpa(), c_bit, registration)?;
         self.registered.store(true, Ordering::Release);
         drop(state);
-        Ok(Established { info, sev_cpuid })
+        Ok(info)
     }
 
     /// Whether the GHCB GPA is registered (by [`establish`](Self::establish)).

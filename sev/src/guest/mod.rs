@@ -13,6 +13,8 @@
 //! - [`GhcbChannel`]: a vCPU's GHCB MSR, GHCB page and #VC state behind one lock, their
 //!   bring-up, and the #VC handler over all of the above,
 //! - [`SimHypercalls`], [`vmmcall`]: the SEV-ES simulator's test hypercalls,
+//! - [`plan`], [`leaves`], [`take_over`]: the decisions of a guest that starts under the
+//!   firmware's SEV-ES (the stage's EFI entry) and takes #VC and the GHCB over from it,
 //! - [`igvm_entry!`](crate::igvm_entry): the naked entry point that gives each vCPU its stack,
 //! - [`ApJumpTable`]: the AP jump table page and the code that parks an AP there (AP Reset Hold).
 //!
@@ -20,6 +22,7 @@
 
 mod ap_jump_table;
 mod channel;
+mod efi;
 mod entry;
 mod heap;
 mod memory;
@@ -28,6 +31,10 @@ mod sim_hypercall;
 
 pub use ap_jump_table::{ApJumpTable, JumpTableError};
 pub use channel::{Established, GhcbChannel, GhcbPage, HeldChannel};
+pub use efi::{
+    Detected, Leaf, Plan, Refusal, SevEsPlan, Step, TakeoverError, TakeoverSteps, leaves, plan,
+    take_over,
+};
 #[doc(hidden)]
 pub use entry::size_of_static;
 pub use heap::DecoderHeap;
@@ -60,19 +67,34 @@ pub fn check_sev_cpuid(c_bit: u8) -> Result<[u32; 4], TerminationReason> {
     Ok(regs)
 }
 
+/// Whether [`register_ghcb`] asks the hypervisor to register the GHCB's GPA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// GHCB GPA Registration (MSR protocol), then the GPA in the GHCB MSR: what an SEV-SNP
+    /// guest must do, and what the SEV-ES simulator expects of its guests.
+    Request,
+    /// Only the GPA in the GHCB MSR: an SEV-ES guest under KVM, which terminates a guest that
+    /// is not SEV-SNP when it asks for registration (Linux registers under SNP only).
+    MsrOnly,
+}
+
 /// Negotiates the GHCB protocol (version 2 must be in the hypervisor's range), checks that the
-/// hypervisor's C-bit position is `c_bit`, registers the GHCB at `gpa` and leaves that GPA in the
-/// GHCB MSR: from then on #VCs go through the GHCB. Returns the negotiated information.
+/// hypervisor's C-bit position is `c_bit`, registers the GHCB at `gpa` as `registration` says
+/// and leaves that GPA in the GHCB MSR: from then on #VCs go through the GHCB. Returns the
+/// negotiated information.
 pub fn register_ghcb<M: GhcbMsr + ?Sized>(
     msr: &mut M,
     gpa: u64,
     c_bit: u8,
+    registration: Registration,
 ) -> Result<SevInfo, TerminationReason> {
     let info = msr_protocol::negotiate(msr).map_err(|e| TerminationReason::from(e.reason()))?;
     if info.cbit != c_bit {
         return Err(GuestReason::CpuidLies.into());
     }
-    msr_protocol::register_ghcb(msr, gpa).map_err(|e| TerminationReason::from(e.reason()))?;
+    if registration == Registration::Request {
+        msr_protocol::register_ghcb(msr, gpa).map_err(|e| TerminationReason::from(e.reason()))?;
+    }
     msr.write(gpa);
     Ok(info)
 }
