@@ -33,6 +33,9 @@ const STORM_NMIS: u64 = 5_000;
 const FULL_STORM_NMIS: u64 = 100_000;
 /// The most exits between an NMI_COMPLETE and the next NMI of a storm (the least is 0).
 const STORM_MAX_GAP: u64 = 12;
+/// Rounds of the storm's loop without an NMI after which the storm has stalled: far more exits
+/// than [`STORM_MAX_GAP`].
+const STALL_LOOPS: u32 = 1000;
 
 /// CPUs the counters cover (CPU index, boot CPU 0).
 const MAX_CPUS: usize = 16;
@@ -79,7 +82,9 @@ const HPET: u64 = 0xfed0_0000;
 const IOAPIC_INDEX: u64 = 0xfec0_0000;
 const IOAPIC_DATA: u64 = 0xfec0_0010;
 const IOAPIC_VERSION: u32 = 1;
-/// COM1's scratch register: written and read back by the loops (nothing else uses it).
+/// COM1's line control register (read by the loops: constant while nothing reprograms the
+/// port) and its scratch register (written by the loops, used by nothing else).
+const COM1_LCR: u16 = x86::serial::COM1 + 3;
 const COM1_SCRATCH: u16 = x86::serial::COM1 + 7;
 
 /// ICR: delivery mode NMI, level assert.
@@ -334,9 +339,8 @@ static TICKS_PER_MS: AtomicU64 = AtomicU64::new(1);
 const STORM_DEADLINE_MS: u64 = 600_000;
 /// CPUs whose part of the storm failed.
 static STORM_FAILURES: AtomicU64 = AtomicU64::new(0);
-/// The IOAPIC window and COM1's scratch register are one device each for all CPUs: a loop
-/// holds this across its index-then-data and write-then-read pairs (never an NMI handler).
-static DEVICES: spin::Mutex<()> = spin::Mutex::new(());
+/// COM1's line control register as the console set it (8N1), for the loops to check.
+static COM1_LCR_VALUE: AtomicU8 = AtomicU8::new(0);
 
 fn run_storm(info: &BootInfo, per_cpu: u64) -> Result<(), &'static str> {
     ensure!(
@@ -347,9 +351,32 @@ fn run_storm(info: &BootInfo, per_cpu: u64) -> Result<(), &'static str> {
     HPET_CAP.store(hpet_cap(), Ordering::Release);
     BAD_HPET_READS.store(0, Ordering::Release);
     STORM_FAILURES.store(0, Ordering::Release);
+    COM1_LCR_VALUE.store(x86::io::inb(COM1_LCR), Ordering::Release);
     STORM_PER_CPU.store(per_cpu, Ordering::Release);
     TICKS_PER_MS.store(super::ticks_per_ms(info), Ordering::Release);
-    hooked(READ_HPET, storm_on_this_cpu);
+    let me = cpu_index();
+    hooked(READ_HPET, || {
+        let aps = crate::percpu::table()
+            .iter()
+            .filter(|c| c.index != me && c.online.load(Ordering::Acquire));
+        let pending: alloc::vec::Vec<_> = aps
+            .filter_map(|c| match crate::smp::spawn(c.index, storm_on_this_cpu) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::error!("cpu {}: the storm could not start there: {e}", c.index);
+                    STORM_FAILURES.fetch_add(1, Ordering::AcqRel);
+                    None
+                }
+            })
+            .collect();
+        storm_on_this_cpu();
+        for p in pending {
+            if let Err(e) = p.wait(STORM_DEADLINE_MS + 10_000) {
+                log::error!("the storm did not end: {e}");
+                STORM_FAILURES.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    });
     ensure!(
         STORM_FAILURES.load(Ordering::Acquire) == 0
             && BAD_HPET_READS.load(Ordering::Acquire) == 0
@@ -363,8 +390,9 @@ fn run_storm(info: &BootInfo, per_cpu: u64) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// One CPU's part of the storm: arms it, runs the #VC loop until its handler ran for every
-/// NMI, then compares with the simulator's counts and prints its `NMI-STORM` line.
+/// One CPU's part of the storm (the boot CPU's, or an AP's through `crate::smp::spawn`): arms
+/// it, runs the #VC loop until its handler ran for every NMI, then compares with the
+/// simulator's counts and prints its `NMI-STORM` line.
 fn storm_on_this_cpu() {
     let cpu = cpu_index();
     if let Err(why) = storm_loop(cpu) {
@@ -382,16 +410,26 @@ fn storm_loop(cpu: usize) -> Result<(), &'static str> {
     let t0 = x86::tsc::rdtsc();
     let deadline = t0 + STORM_DEADLINE_MS * ticks_per_ms;
     nmi_storm(per_cpu, 0, STORM_MAX_GAP)?;
-    let mut loops = 0u32;
+    let (mut loops, mut last_nmi_at, mut seen) = (0u32, 0u32, runs0);
     while runs(cpu) - runs0 < per_cpu {
         ensure!(
-            x86::tsc::rdtsc() < deadline,
+            loops % 8 != 0 || x86::tsc::rdtsc() < deadline,
             "the storm did not end in time",
             "cpu {cpu}: {} of {per_cpu} NMIs handled after {loops} loops",
             runs(cpu) - runs0
         );
+        if runs(cpu) != seen {
+            (seen, last_nmi_at) = (runs(cpu), loops);
+        }
+        // Each round takes about 12 exits, and no gap is longer than STORM_MAX_GAP.
+        ensure!(
+            loops - last_nmi_at < STALL_LOOPS,
+            "NMIs stopped coming (one lost: no NMI_COMPLETE for it)",
+            "cpu {cpu}: {} of {per_cpu} NMIs handled, none in the last {STALL_LOOPS} loops",
+            runs(cpu) - runs0
+        );
         one_loop(loops, vendor)?;
-        loops = loops.wrapping_add(1);
+        loops += 1;
     }
     let ms = (x86::tsc::rdtsc() - t0) / ticks_per_ms;
     let (inj, done) = sim_nmi_counters();
@@ -411,21 +449,21 @@ fn storm_loop(cpu: usize) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// One round of the #VC-heavy loop, each result checked: CPUID (a new subleaf: through the
-/// GHCB), COM1's scratch register written and read back (port I/O), the HPET's capability
-/// register and the IOAPIC's version through its index/data window (MMIO).
+/// One round of the #VC-heavy loop, each result checked where it can be: CPUID (a new subleaf:
+/// through the GHCB), COM1's line control register read and its scratch register written (port
+/// I/O), the HPET's capability register read, the IOAPIC's version register selected and read
+/// (MMIO; every CPU selects the same register, so no lock is needed). Every 8th round also
+/// reads the TSC (for the deadline; a #VC too).
 fn one_loop(i: u32, vendor: [u32; 4]) -> Result<(), &'static str> {
     let got = cpuid_miss(0x1000 + i % 64);
     ensure!(got == vendor, "CPUID under the storm", "{got:x?}");
-    let _devices = DEVICES.lock();
-    let v = i as u8;
-    x86::io::outb(COM1_SCRATCH, v);
-    let back = x86::io::inb(COM1_SCRATCH);
+    let lcr = x86::io::inb(COM1_LCR);
     ensure!(
-        back == v,
-        "port I/O under the storm",
-        "{back:#x} for {v:#x}"
+        lcr == COM1_LCR_VALUE.load(Ordering::Acquire),
+        "port input under the storm",
+        "COM1 LCR {lcr:#x}"
     );
+    x86::io::outb(COM1_SCRATCH, i as u8);
     let cap = hpet_cap();
     ensure!(
         cap == HPET_CAP.load(Ordering::Acquire),
