@@ -35,6 +35,9 @@ pub const NMI_COMPLETES: u64 = 1;
 pub const NMI_STORM: u64 = PREFIX | 5;
 /// RAX after a function whose inputs the simulator refuses (KVM's `-KVM_EINVAL`).
 pub const INVALID_INPUT: u64 = -22i64 as u64;
+/// Makes the simulator answer the calling vCPU's next NMI_COMPLETE with an error (invalid
+/// input), leaving NMIs blocked: a guest's handling of a refused NMI_COMPLETE. RAX = 0.
+pub const REFUSE_NMI_COMPLETE: u64 = PREFIX | 6;
 /// A CPUID leaf in the hypervisor range (0x4000_0000..=0x4fff_ffff; "@SIM") through which the
 /// simulator reports the calling vCPU's time in guest mode: EDX:EAX = host TSC ticks spent
 /// between VMRUN and #VMEXIT so far, ECX:EBX = its #VMEXITs so far. The subleaf (ECX) is

@@ -36,6 +36,7 @@ const CASES: &[(&str, Case)] = &[
 const BY_NAME_ONLY: &[(&str, Case)] = &[
     ("page_fault", page_fault),
     ("nmi_worst_cases", nmi_storm::worst_cases),
+    ("nmi_complete_refused", nmi_storm::complete_refused),
     ("nmi_storm", nmi_storm::storm),
     ("nmi_storm_full", nmi_storm::storm_full),
 ];

@@ -75,8 +75,25 @@ pub fn check_reply(s: &GhcbSnapshot) -> Result<(), NaeError> {
 }
 
 /// Performs one NAE event: sets `inputs` (marking them valid), the exit code
-/// and exit information, exits, and returns the checked reply snapshot.
+/// and exit information, exits, and returns the checked reply snapshot. A
+/// failure is logged.
 pub fn call<T: GhcbTransport + ?Sized>(
+    t: &mut T,
+    exit: ExitCode,
+    info1: u64,
+    info2: u64,
+    inputs: &[(GhcbField, u64)],
+) -> Result<GhcbSnapshot, NaeError> {
+    call_quietly(t, exit, info1, info2, inputs).inspect_err(|e| match e {
+        // #GP/#UD replies are ordinary (an unknown MSR, say).
+        NaeError::Exception(_) => log::debug!("NAE {exit:?}: {e:?}"),
+        _ => log::warn!("NAE {exit:?}: {e:?}"),
+    })
+}
+
+/// [`call`] without logging a failure, for a caller where a log line cannot
+/// be written (its console output would be one more #VC on a GHCB in use).
+pub fn call_quietly<T: GhcbTransport + ?Sized>(
     t: &mut T,
     exit: ExitCode,
     info1: u64,
@@ -93,11 +110,7 @@ pub fn call<T: GhcbTransport + ?Sized>(
     g.set(GhcbField::SwExitInfo2, info2);
     t.vmgexit();
     let s = t.ghcb().snapshot();
-    check_reply(&s).inspect_err(|e| match e {
-        // #GP/#UD replies are ordinary (an unknown MSR, say).
-        NaeError::Exception(_) => log::debug!("NAE {exit:?}: {e:?}"),
-        _ => log::warn!("NAE {exit:?}: {e:?}"),
-    })?;
+    check_reply(&s)?;
     Ok(s)
 }
 
@@ -330,9 +343,12 @@ pub fn mmio_write<T: GhcbTransport + ?Sized>(
     .map(drop)
 }
 
-/// Tells the hypervisor the NMI handler finished (unblocks NMIs).
+/// Tells the hypervisor the NMI handler finished (unblocks NMIs). A failure
+/// is not logged: the NMI handler may have borrowed the GHCB from the code it
+/// interrupted, and a log line's #VC would be a third user of it; the caller
+/// reports the error once the GHCB is given back.
 pub fn nmi_complete<T: GhcbTransport + ?Sized>(t: &mut T) -> Result<(), NaeError> {
-    call(t, ExitCode::NmiComplete, 0, 0, &[]).map(drop)
+    call_quietly(t, ExitCode::NmiComplete, 0, 0, &[]).map(drop)
 }
 
 /// Parks this AP; returns true when the hypervisor reports a wake-up

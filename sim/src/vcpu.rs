@@ -238,6 +238,8 @@ pub struct Vcpu {
     pub nmi_completed: u64,
     /// A test's NMI storm (test hypercall `NMI_STORM`): NMIs made pending at chosen exits.
     pub nmi_storm: Option<NmiStorm>,
+    /// The next NMI_COMPLETE is answered with an error (test hypercall `REFUSE_NMI_COMPLETE`).
+    pub refuse_nmi_complete: bool,
     /// The guest's DR7 as the hypervisor tracks it (DR7 NAE events).
     pub dr7: u64,
     /// The nested page table this vCPU runs on now (`crate::memory::NptRoots`).
@@ -403,6 +405,7 @@ impl Vcpu {
             nmi_blocked: false,
             nmi_completed: 0,
             nmi_storm: None,
+            refuse_nmi_complete: false,
             dr7: vmsa.dr7,
             npt,
             tsc_aux: u64::from(vmsa.tsc_aux),
@@ -458,7 +461,6 @@ impl Vcpu {
             self.nmi_pending = true;
         }
         if let Some(event) = self.reinject.take() {
-
             self.vmcb.set(off::EVENT_INJ, event);
         } else if self.nmi_pending && !self.nmi_blocked {
             self.vmcb.set(off::EVENT_INJ, EVENTINJ_NMI);

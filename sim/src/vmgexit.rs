@@ -286,6 +286,10 @@ fn serve(
             devices::mmio_write(gpa, len, u64::from_le_bytes(v));
             host::reply_ok(ghcb, 0, &[]);
         }
+        NaeRequest::NmiComplete if vcpu.refuse_nmi_complete => {
+            vcpu.refuse_nmi_complete = false;
+            host::reply_error(ghcb, host::HostError::InvalidInput);
+        }
         NaeRequest::NmiComplete => {
             vcpu.nmi_blocked = false;
             vcpu.nmi_completed += 1;
@@ -441,6 +445,10 @@ fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, s: &GhcbSnapshot) -> u64 {
                 }
                 None => sim_hypercall::INVALID_INPUT,
             }
+        }
+        sim_hypercall::REFUSE_NMI_COMPLETE => {
+            vcpu.refuse_nmi_complete = true;
+            0
         }
         sim_hypercall::NMI_COUNTER => match rbx {
             sim_hypercall::NMIS_INJECTED => vcpu.counters.nmis_injected(),

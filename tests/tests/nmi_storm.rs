@@ -4,6 +4,9 @@
 //! - `nmi_worst_cases` (1 vCPU): NMIs placed by the simulator's `NMI_STORM` hypercall at the
 //!   worst exits (right after NMI_COMPLETE, at a #VC's first instruction, right after a #VC's
 //!   VMGEXIT, inside a console line), 53 in all.
+//! - `nmi_complete_refused` (1 vCPU): the simulator refuses an NMI_COMPLETE sent from a GHCB the
+//!   NMI borrowed from an interrupted #VC; the guest says so and asks to be terminated with the
+//!   hypervisor-error reason.
 //! - `nmi_storm` (1 vCPU, 5,000 NMIs) and `nmi_storm_full` (4 vCPUs, 100,000 NMIs: issue 5's
 //!   storm): every vCPU runs a checked CPUID/port/MMIO loop while the simulator injects NMIs at
 //!   random exits, 0 to 12 after each NMI_COMPLETE; each NMI handler reads the HPET through a
@@ -12,7 +15,8 @@
 //!   The test prints the rate; on an idle 2-core host under TCG the full storm takes about 30 s
 //!   (about 3,400 NMIs/s over the 4 vCPUs).
 
-use tests::{expect_success, sim_counter, sim_run_guest, stage_igvm};
+use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm};
+use xtask::qemu::EXIT_GUEST_TERMINATED;
 
 /// Boots `test=<case>` on `cpus` vCPUs and checks that it passed; returns the serial output and
 /// how long the run took (s).
@@ -83,6 +87,14 @@ fn nmis_at_the_worst_places() {
     for counter in ["nmi_injected", "vmgexit.nae.nmi_complete"] {
         assert_eq!(sim_counter(&serial, 0, counter), 53, "{counter}");
     }
+}
+
+#[test]
+fn a_refused_nmi_complete_ends_in_a_termination_request() {
+    let case = "nmi_complete_refused";
+    let out = sim_run_guest(case, stage_igvm(), 1, &format!("test={case}"), "");
+    expect_status(&out, EXIT_GUEST_TERMINATED, "NMI_COMPLETE refused");
+    expect_status(&out, EXIT_GUEST_TERMINATED, "code 0x9 (HypervisorError)");
 }
 
 #[test]

@@ -14,6 +14,9 @@
 //!   (the general IST stack is still in use below it); an NMI right after a #VC handler's
 //!   VMGEXIT, while it holds the GHCB, whose handler raises a #VC (the GHCB is borrowed a
 //!   second time); an NMI while the console is held, whose handler logs.
+//! - [`complete_refused`] (the simulator, ends the run): an NMI_COMPLETE the hypervisor refuses,
+//!   sent from a GHCB borrowed from an interrupted #VC, ends in a termination request with the
+//!   hypervisor-error reason and a line saying so (not in a loop of #VCs that cannot be served).
 //! - [`storm`] and [`storm_full`] (the simulator): every online CPU runs a #VC-heavy loop
 //!   (CPUID, port I/O, MMIO, each checked) under an NMI storm of random gaps, handlers reading
 //!   the HPET through a #VC of their own; handler runs, NMIs injected and NMI_COMPLETEs must
@@ -23,7 +26,9 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use handoff::bootinfo::BootInfo;
-use handoff::sim_hypercall::{NMI_COMPLETES, NMI_COUNTER, NMI_STORM, NMIS_INJECTED};
+use handoff::sim_hypercall::{
+    NMI_COMPLETES, NMI_COUNTER, NMI_STORM, NMIS_INJECTED, REFUSE_NMI_COMPLETE,
+};
 use sev::guest::{vmmcall, vmmcall3};
 use x86::interrupts::InterruptFrame;
 
@@ -318,6 +323,28 @@ pub(super) fn worst_cases(info: &BootInfo) -> Result<(), &'static str> {
         runs(cpu) - runs0
     );
     Ok(())
+}
+
+/// A refused NMI_COMPLETE from an NMI that interrupted CPUID's #VC right after its VMGEXIT: the
+/// guest must terminate with the hypervisor-error reason. Never returns when it works.
+pub(super) fn complete_refused(_: &BootInfo) -> Result<(), &'static str> {
+    ensure!(
+        crate::sev::active(),
+        "needs SEV-ES (the simulator)",
+        "SEV-ES is off"
+    );
+    let r = vmmcall(REFUSE_NMI_COMPLETE, 0);
+    ensure!(
+        r == 0,
+        "REFUSE_NMI_COMPLETE refused (not on the SEV-ES simulator?)",
+        "answer {r:#x}"
+    );
+    hooked(NOTHING, || {
+        nmi_storm(1, 2, 2)?;
+        cpuid_miss(0x200);
+        Ok::<(), &'static str>(())
+    })?;
+    Err("the guest went on after a refused NMI_COMPLETE")
 }
 
 /// The storm: [`STORM_NMIS`] NMIs per online CPU.

@@ -332,12 +332,16 @@ impl GhcbChannel {
 
     /// Sends NMI_COMPLETE (the NMI handler's last word before its IRET: until then the
     /// hypervisor holds back further NMIs), through [`with_ghcb_interrupting`]: it works also
-    /// when the NMI interrupted the #VC handler mid-request. Tells which GHCB user it was.
+    /// when the NMI interrupted the #VC handler mid-request. Tells which GHCB user it was. A
+    /// refusal is logged here, after the GHCB was given back (the log line is a #VC of its own).
     ///
     /// [`with_ghcb_interrupting`]: Self::with_ghcb_interrupting
     pub fn nmi_complete(&self) -> Result<GhcbUse, TerminationReason> {
         let (sent, u) = self.with_ghcb_interrupting(|t, u| (nae::nmi_complete(t), u))?;
-        sent.map_err(|e| TerminationReason::from(e.reason()))?;
+        sent.map_err(|e| {
+            log::error!("NMI_COMPLETE refused: {e:?}");
+            TerminationReason::from(e.reason())
+        })?;
         Ok(u)
     }
 
