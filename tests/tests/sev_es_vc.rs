@@ -1,7 +1,8 @@
 //! The kernel's #VC cases (`kernel/src/testing/sev_es.rs`) on the SEV-ES simulator, seen from
 //! the simulator's side: every NAE event the cases make reaches it as many times as the cases
 //! make it (its `SIM-COUNTERS` line), and each request the #VC core refuses ends the run in a
-//! termination request with its own reason.
+//! termination request with its own reason. Also the console's cost under SEV-ES: one VMGEXIT
+//! per line.
 
 use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm};
 use xtask::qemu::EXIT_GUEST_TERMINATED;
@@ -23,9 +24,10 @@ const CASES: [&str; 10] = [
 /// `test=all` on 1 vCPU: the #VC cases pass, and the events that only they make arrive at the
 /// simulator exactly as often as they make them. RDPMC: 2 reads of each of 6 counters.
 /// WBINVD, MONITOR, MWAIT: once each. DR7: 2 writes through the GHCB, and 3 reads that are
-/// intercepted but answered from the #VC core's own copy (no VMGEXIT). MMIO: 4 loads (HPET
-/// qword and dword, IOAPIC data twice) and 2 REP MOVSD elements from the HPET are 6 reads; 2
-/// stores to the IOAPIC index and 1 REP MOVSD element into it are 3 writes. CPUID through the
+/// intercepted but answered from the #VC core's own copy (no VMGEXIT). MMIO, at least (the
+/// kernel's TSC calibration reads the HPET too): 4 loads (HPET qword and dword, IOAPIC data
+/// twice) and 2 REP MOVSD elements from the HPET are 6 reads; 2 stores to the IOAPIC index and
+/// 1 REP MOVSD element into it are 3 writes. CPUID through the
 /// MSR protocol: 7 leaves of 4 registers each (the stage and the kernel make 8 such requests);
 /// SEV information and GHCB registration once more than the stage and the kernel make them.
 #[test]
@@ -48,8 +50,6 @@ fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
         ("vmgexit.nae.dr7_write", 2),
         ("exit.dr7_read", 3),
         ("vmgexit.nae.dr7_read", 0),
-        ("vmgexit.nae.mmio_read", 6),
-        ("vmgexit.nae.mmio_write", 3),
     ];
     for (name, n) in exact {
         assert_eq!(
@@ -60,6 +60,8 @@ fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
         );
     }
     let at_least = [
+        ("vmgexit.nae.mmio_read", 6),
+        ("vmgexit.nae.mmio_write", 3),
         ("vmgexit.msr.cpuid", 28),
         ("vmgexit.msr.sev_info", 3),
         ("vmgexit.msr.register_ghcb_gpa", 3),
@@ -75,22 +77,30 @@ fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
     }
 }
 
-/// Runs the kernel case `case`, which makes a request the #VC core refuses, and expects the
-/// termination request with `reason` (the simulator names our reasons). The log is off: the
-/// core reports a refusal on the log while it holds the GHCB, and a log line is a #VC of its
-/// own, which the kernel's logger cannot yet tell to wait.
-fn refused(case: &str, reason: &str) {
+/// Runs the kernel case `case`, whose #VC (exit code `exit`) makes a request the #VC core
+/// refuses, and expects the kernel's line naming the refusal (logged from inside the #VC
+/// handler, itself a #VC that borrows the GHCB) and the termination request through the GHCB
+/// with the reason `reason` (code `code`: the simulator names our reasons).
+fn refused(case: &str, exit: u64, reason: &str, code: u8) {
     let out = sim_run_guest(
         &format!("sev-es-{case}"),
         stage_igvm(),
         1,
-        &format!("log=off test={case}"),
+        &format!("log=debug test={case}"),
         "",
     );
     expect_status(
         &out,
         EXIT_GUEST_TERMINATED,
-        &format!("sim: guest requested termination: reason set 1 code {reason}"),
+        &format!("sim: guest requested termination: reason set 1 code {code:#x} ({reason})"),
+    );
+    let line = format!("ERROR #VC exit code {exit:#x} at RIP ");
+    assert!(
+        out.serial
+            .lines()
+            .any(|l| l.contains(&line) && l.ends_with(&format!(": {reason}"))),
+        "expected `{line}...: {reason}` in:\n{}",
+        out.serial
     );
     assert_eq!(
         sim_counter(&out.serial, 0, "vmgexit.nae.terminate"),
@@ -103,11 +113,63 @@ fn refused(case: &str, reason: &str) {
 /// INVD would drop dirty lines of encrypted memory.
 #[test]
 fn invd_ends_in_a_termination_request() {
-    refused("vc_invd", "0xc (InvdRefused)");
+    refused("vc_invd", 0x76, "InvdRefused", 0xc);
 }
 
 /// An OR into MMIO is not a move the core emulates.
 #[test]
 fn unsupported_mmio_ends_in_a_termination_request() {
-    refused("vc_unsupported_mmio", "0x7 (UnsupportedMmio)");
+    refused("vc_unsupported_mmio", 0x400, "UnsupportedMmio", 0x7);
+}
+
+/// The guest's console lines in `serial`: what was printed between the simulator's launch line
+/// and its counters, less the simulator's own lines.
+fn guest_lines(serial: &str) -> u64 {
+    serial
+        .lines()
+        .skip_while(|l| !l.starts_with("SIM-LAUNCH"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("SIM-COUNTERS"))
+        .filter(|l| !l.starts_with("sim:"))
+        .count() as u64
+}
+
+/// Under SEV-ES a console line is one string OUT through the GHCB's shared buffer, one VMGEXIT
+/// (`x86::serial::use_string_output`, switched on with the GHCB): a boot with `log=debug`
+/// prints more lines than one with `log=info` and takes exactly as many more IOIO VMGEXITs.
+/// Besides one per line, a boot makes only the UART set-up of the stage and of the kernel and
+/// the debug exit (45 in all); byte by byte with line-status polling it was two per byte.
+#[test]
+fn a_console_line_costs_one_vmgexit() {
+    let run = |level: &str| {
+        let out = sim_run_guest(
+            &format!("sev-es-console-{level}"),
+            stage_igvm(),
+            1,
+            &format!("log={level}"),
+            "",
+        );
+        expect_success(&out, "sim: guest exit status 0x10");
+        let (lines, ioio) = (
+            guest_lines(&out.serial),
+            sim_counter(&out.serial, 0, "vmgexit.nae.ioio"),
+        );
+        assert!(
+            ioio <= lines + 64,
+            "log={level}: {ioio} IOIO VMGEXITs for {lines} lines:\n{}",
+            out.serial
+        );
+        (lines, ioio)
+    };
+    let (info_lines, info_ioio) = run("info");
+    let (debug_lines, debug_ioio) = run("debug");
+    assert!(
+        debug_lines > info_lines,
+        "log=debug printed {debug_lines} lines, log=info {info_lines}"
+    );
+    assert_eq!(
+        debug_ioio - info_ioio,
+        debug_lines - info_lines,
+        "IOIO VMGEXITs {info_ioio} -> {debug_ioio} for lines {info_lines} -> {debug_lines}"
+    );
 }

@@ -68,6 +68,10 @@ impl GhcbPage {
     }
 }
 
+/// A console line (`x86::serial`) goes through the #VC core's string I/O in one VMGEXIT only if
+/// it fits the GHCB's shared buffer.
+const _: () = assert!(x86::serial::LINE_CAPACITY <= crate::ghcb::SHARED_BUFFER_SIZE);
+
 /// What the lock guards besides the page and the MSR.
 struct State {
     cpu: VcPerCpu,
@@ -213,6 +217,10 @@ impl GhcbChannel {
     /// The part of [`establish`](Self::establish) after the CPUID check, for a guest that
     /// runs that check itself and chooses whether the GPA is registered ([`Registration`]):
     /// protocol negotiation, then the GHCB's GPA in the GHCB MSR.
+    ///
+    /// From then on every port access is a #VC and a VMGEXIT: the console
+    /// ([`x86::serial::use_string_output`]) sends each line with one string OUT, which the #VC
+    /// core moves through the GHCB's shared buffer in one VMGEXIT.
     pub fn register(
         &self,
         c_bit: u8,
@@ -222,6 +230,7 @@ impl GhcbChannel {
         let info = register_ghcb(&mut self.msr(), self.gpa(), c_bit, registration)?;
         self.registered.store(true, Ordering::Release);
         drop(state);
+        x86::serial::use_string_output();
         Ok(info)
     }
 
