@@ -670,6 +670,22 @@ mod tests {
     }
 
     #[test]
+    fn in_nmi_means_on_a_registered_nmi_stack() {
+        let here = 0u64;
+        let rsp = &here as *const u64 as u64;
+        // A stack of someone else's: not this thread's.
+        register_nmi_stack(rsp + 4 * IST_STACK_SIZE as u64);
+        assert!(!in_nmi());
+        // A stack this thread runs on, registered twice (a CPU back online): once is enough.
+        let top = (rsp + 64) & !15;
+        register_nmi_stack(top);
+        let count = NMI_STACK_COUNT.load(Ordering::Acquire);
+        register_nmi_stack(top);
+        assert_eq!(NMI_STACK_COUNT.load(Ordering::Acquire), count);
+        assert!(in_nmi());
+    }
+
+    #[test]
     fn dump_names_everything() {
         let frame = InterruptFrame {
             vector: 14,
