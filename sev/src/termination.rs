@@ -141,13 +141,16 @@ pub enum GuestReason {
     /// The stage could not build its own page tables (table pool exhausted, a range outside
     /// the firmware's memory map).
     StageMemory = 0x1b,
+    /// The hypervisor's feature bitmap (HV_FEATURES) contradicts itself: SNP features without
+    /// SNP (`hv_features::check`).
+    HvFeatures = 0x1c,
 }
 
 impl GuestReason {
     /// The variant with this code, if any.
     pub fn from_code(code: u8) -> Option<Self> {
         use GuestReason::*;
-        const ALL: [GuestReason; 27] = [
+        const ALL: [GuestReason; 28] = [
             UnsupportedExit,
             ExitCodeMismatch,
             UserModeVc,
@@ -175,6 +178,7 @@ impl GuestReason {
             UnexpectedException,
             SnpUnsupported,
             StageMemory,
+            HvFeatures,
         ];
         ALL.into_iter().find(|r| *r as u8 == code)
     }
@@ -186,15 +190,15 @@ mod tests {
 
     #[test]
     fn guest_codes_round_trip_and_are_dense() {
-        for code in 1..=0x1bu8 {
-            let r = GuestReason::from_code(code).expect("codes 1..=0x1b are all defined");
+        for code in 1..=0x1cu8 {
+            let r = GuestReason::from_code(code).expect("codes 1..=0x1c are all defined");
             assert_eq!(r as u8, code);
             let t = TerminationReason::from(r);
             assert_eq!((t.set(), t.code()), (REASON_SET_GUEST, code));
             assert_eq!(t.guest_reason(), Some(r));
         }
         assert_eq!(GuestReason::from_code(0), None);
-        assert_eq!(GuestReason::from_code(0x1c), None);
+        assert_eq!(GuestReason::from_code(0x1d), None);
     }
 
     #[test]

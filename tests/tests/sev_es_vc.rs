@@ -30,6 +30,7 @@ const CASES: [&str; 10] = [
 /// 1 REP MOVSD element into it are 3 writes. CPUID through the
 /// MSR protocol: 7 leaves of 4 registers each (the stage and the kernel make 8 such requests);
 /// SEV information and GHCB registration once more than the stage and the kernel make them.
+/// HV_FEATURES: once by the stage and once by the kernel (`GhcbChannel::establish`).
 #[test]
 fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
     let out = sim_run_guest("sev-es-vc-all", stage_igvm(), 1, "test=all", "");
@@ -50,6 +51,7 @@ fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
         ("vmgexit.nae.dr7_write", 2),
         ("exit.dr7_read", 3),
         ("vmgexit.nae.dr7_read", 0),
+        ("vmgexit.msr.hv_features", 2),
     ];
     for (name, n) in exact {
         assert_eq!(

@@ -30,9 +30,11 @@ use super::{
     InterruptRegs, LaunchTables, Registration, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb,
 };
 use crate::ghcb::Ghcb;
+use crate::hv_features::{self, GuestKind, HvFeatures};
 use crate::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
 use crate::msr_protocol::{self, GhcbMsr, SevInfo};
 use crate::nae;
+use crate::sev_status::{SEV_STATUS_MSR, SevStatus};
 use crate::termination::{GuestReason, TerminationReason};
 use crate::vc::{GhcbNesting, GhcbUse, VcConfig, VcPerCpu};
 
@@ -125,6 +127,9 @@ pub struct Established {
     pub info: SevInfo,
     /// CPUID 0x8000001F as the early #VC path (MSR protocol) answered it, EAX, EBX, ECX, EDX.
     pub sev_cpuid: [u32; 4],
+    /// The hypervisor's features, checked against what this kind of guest needs
+    /// ([`GhcbChannel::hv_features`]).
+    pub hv_features: HvFeatures,
 }
 
 /// Exclusive use of the GHCB MSR, the GHCB and the #VC core's per-CPU state while a
@@ -205,13 +210,41 @@ impl GhcbChannel {
 
     /// Brings the GHCB up for page tables whose C-bit is at `c_bit`, as the GHCB specification
     /// orders it: CPUID 0x8000001F through the early #VC path, checked against SEV_STATUS;
-    /// protocol negotiation (version 2); GHCB GPA registration, then the GPA in the GHCB MSR.
-    /// Call once, after the IDT routes #VC to [`handle_vc`](Self::handle_vc) and the #VC
-    /// core's decoder exists. Fails with the reason to terminate with.
+    /// protocol negotiation (version 2); GHCB GPA registration, then the GPA in the GHCB MSR;
+    /// the hypervisor's features, which must include what the guest needs
+    /// ([`hv_features`](Self::hv_features)). Call once, after the IDT routes #VC to
+    /// [`handle_vc`](Self::handle_vc) and the #VC core's decoder exists. Fails with the reason
+    /// to terminate with.
     pub fn establish(&self, c_bit: u8) -> Result<Established, TerminationReason> {
         let sev_cpuid = check_sev_cpuid(c_bit)?;
         let info = self.register(c_bit, Registration::Request)?;
-        Ok(Established { info, sev_cpuid })
+        let hv_features = self.hv_features()?;
+        Ok(Established {
+            info,
+            sev_cpuid,
+            hv_features,
+        })
+    }
+
+    /// Asks the hypervisor for its features (HV_FEATURES through the MSR protocol, GHCB
+    /// protocol version 2, after [`register`](Self::register)) and checks them against what
+    /// this guest needs, by its kind as SEV_STATUS says ([`hv_features::check`]). Fails with
+    /// the reason to terminate with: a response that is not an HV_FEATURES response
+    /// (`MsrProtocol`), SNP features without SNP (`HvFeatures`), a feature the guest needs
+    /// missing (the GHCB specification's `SnpUnsupported`).
+    pub fn hv_features(&self) -> Result<HvFeatures, TerminationReason> {
+        // SAFETY: SEV_STATUS exists in every SEV guest and is read without an exit.
+        let status = SevStatus::from_msr(unsafe { x86::msr::rdmsr(SEV_STATUS_MSR) });
+        let offered = {
+            let _state = self.state.lock();
+            // The request leaves the MSR holding the GHCB GPA again.
+            msr_protocol::hv_features(&mut self.msr())
+        };
+        let offered = offered.map_err(|e| TerminationReason::from(e.reason()))?;
+        hv_features::check(GuestKind::of(status), offered).map_err(|e| {
+            log::error!("hypervisor features {offered:?} refused: {e:?}");
+            e.reason()
+        })
     }
 
     /// The part of [`establish`](Self::establish) after the CPUID check, for a guest that
