@@ -8,7 +8,7 @@ use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igv
 use xtask::qemu::EXIT_GUEST_TERMINATED;
 
 /// The kernel's #VC cases, which `test=all` runs after its own.
-const CASES: [&str; 10] = [
+const CASES: [&str; 11] = [
     "vc_cpuid",
     "vc_ioio",
     "vc_mmio",
@@ -18,6 +18,7 @@ const CASES: [&str; 10] = [
     "vc_dr7",
     "vc_wbinvd",
     "vc_monitor_mwait",
+    "vc_vmmcall",
     "ghcb_protocol",
 ];
 
@@ -29,8 +30,9 @@ const CASES: [&str; 10] = [
 /// twice) and 2 REP MOVSD elements from the HPET are 6 reads; 2 stores to the IOAPIC index and
 /// 1 REP MOVSD element into it are 3 writes. CPUID through the
 /// MSR protocol: 7 leaves of 4 registers each (the stage and the kernel make 8 such requests);
-/// SEV information and GHCB registration once more than the stage and the kernel make them.
-/// HV_FEATURES: once by the stage and once by the kernel (`GhcbChannel::establish`).
+/// SEV information once more than the stage and the kernel make it. HV_FEATURES: once by the
+/// stage and once by the kernel (`GhcbChannel::establish`), once by `ghcb_protocol`.
+/// VMMCALL: 3 hypercalls.
 #[test]
 fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
     let out = sim_run_guest("sev-es-vc-all", stage_igvm(), 1, "test=all", "");
@@ -51,7 +53,7 @@ fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
         ("vmgexit.nae.dr7_write", 2),
         ("exit.dr7_read", 3),
         ("vmgexit.nae.dr7_read", 0),
-        ("vmgexit.msr.hv_features", 2),
+        ("vmgexit.msr.hv_features", 3),
     ];
     for (name, n) in exact {
         assert_eq!(
@@ -66,8 +68,8 @@ fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
         ("vmgexit.nae.mmio_write", 3),
         ("vmgexit.msr.cpuid", 28),
         ("vmgexit.msr.sev_info", 3),
-        ("vmgexit.msr.register_ghcb_gpa", 3),
         ("vmgexit.nae.rdtscp", 1),
+        ("vmgexit.nae.vmmcall", 3),
     ];
     for (name, n) in at_least {
         let got = sim_counter(&out.serial, 0, name);

@@ -64,7 +64,7 @@ fn kernel_runs_its_tests(cpus: u32) {
         "TEST smp_all_online PASS".to_string(),
         "TEST nmi PASS".to_string(),
         "TEST nmi_nested PASS".to_string(),
-        "22 passed, 0 failed".to_string(),
+        "23 passed, 0 failed".to_string(),
     ];
     expect_in_order(&out.serial, &expected);
     for bad in ["stage: error", "FAIL", "sim: error", "refused"] {

@@ -34,6 +34,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("vc_dr7", vc_dr7),
     ("vc_wbinvd", vc_wbinvd),
     ("vc_monitor_mwait", vc_monitor_mwait),
+    ("vc_vmmcall", vc_vmmcall),
     ("ghcb_protocol", ghcb_protocol),
 ];
 
@@ -50,6 +51,10 @@ pub const ONLY_UNDER_SEV_ES: &[(&str, &str)] = &[
     (
         "vc_monitor_mwait",
         "QEMU's TCG MWAIT halts a lone vCPU until an interrupt, and interrupts are off",
+    ),
+    (
+        "vc_vmmcall",
+        "QEMU's TCG raises #UD for VMMCALL without a hypervisor",
     ),
     ("ghcb_protocol", "no GHCB without SEV-ES"),
     ("vc_invd", "only the #VC core refuses INVD"),
@@ -513,11 +518,46 @@ fn vc_monitor_mwait(_: &BootInfo) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The GHCB as registered: the GHCB MSR holds a page of the kernel image that the kernel maps
-/// identity and shared; the MSR protocol's SEV information offers version 2 and the kernel's
-/// C-bit; registering that page again is echoed; the GHCB serves a request afterwards.
+/// VMMCALL with the simulator's hypercall prefix goes to the hypervisor with RAX and RBX and
+/// brings RAX back (`sev::guest::SimHypercalls`, the kernel's hypercall ABI): a function nobody
+/// defines is answered as unknown (the simulator's answer, and KVM's `-KVM_ENOSYS`); the
+/// simulator's NMI counters of this vCPU agree (every NMI injected was completed; a hypervisor
+/// without them answers both as unknown).
+fn vc_vmmcall(_: &BootInfo) -> Result<(), &'static str> {
+    use handoff::sim_hypercall::{
+        NMI_COMPLETES, NMI_COUNTER, NMIS_INJECTED, PREFIX, UNKNOWN_FUNCTION,
+    };
+    use sev::guest::vmmcall;
+    let unknown = via_ghcb(ExitCode::Vmmcall, || vmmcall(PREFIX | 0xff_ffff, 0))?;
+    ensure!(
+        unknown == UNKNOWN_FUNCTION,
+        "an undefined hypercall was not answered as unknown",
+        "RAX {unknown:#x}"
+    );
+    let injected = via_ghcb(ExitCode::Vmmcall, || vmmcall(NMI_COUNTER, NMIS_INJECTED))?;
+    let completed = via_ghcb(ExitCode::Vmmcall, || vmmcall(NMI_COUNTER, NMI_COMPLETES))?;
+    ensure!(
+        injected == completed,
+        "the hypervisor's NMI counters disagree",
+        "{injected} NMIs injected, {completed} completed"
+    );
+    Ok(())
+}
+
+/// The GHCB in use: the GHCB MSR holds a page of the kernel image that the kernel maps identity
+/// and shared; through the MSR protocol, the SEV information offers version 2 and the kernel's
+/// C-bit, and the hypervisor's features suit this kind of guest (`sev::hv_features::check`);
+/// the GHCB serves a request afterwards (each request put the GPA back in the MSR).
 fn ghcb_protocol(info: &BootInfo) -> Result<(), &'static str> {
-    let (gpa, sev_info) = with_msr_protocol(|msr| (msr.read(), msr_protocol::negotiate(msr)));
+    use sev::hv_features::{GuestKind, check};
+    use sev::sev_status::SevStatus;
+    let (gpa, sev_info, features) = with_msr_protocol(|msr| {
+        (
+            msr.read(),
+            msr_protocol::negotiate(msr),
+            msr_protocol::hv_features(msr),
+        )
+    });
     let in_image = (info.kernel_start..info.kernel_start + info.kernel_len).contains(&gpa);
     let shared = crate::memory::translate(gpa).is_some_and(|t| t.phys == gpa && !t.encrypted);
     ensure!(
@@ -533,8 +573,13 @@ fn ghcb_protocol(info: &BootInfo) -> Result<(), &'static str> {
         "{sev_info:?}, C-bit mask {:#x}",
         info.c_bit
     );
-    with_msr_protocol(|msr| msr_protocol::register_ghcb(msr, gpa))
-        .map_err(|_| "registering the GHCB again was not echoed")?;
+    let features = features.map_err(|_| "HV_FEATURES through the MSR protocol failed")?;
+    let kind = GuestKind::of(SevStatus::from_msr(info.sev_status));
+    ensure!(
+        check(kind, features).is_ok(),
+        "the hypervisor's features do not suit this guest",
+        "{features:?} for {kind:?}"
+    );
     via_ghcb(ExitCode::Rdtscp, rdtscp)?;
     Ok(())
 }
