@@ -39,7 +39,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 use handoff::bootinfo::BootInfo;
 use sev::guest::{
-    GhcbChannel, GhcbPage, LaunchTables, Plan, Registration, SevEsPlan, TakeoverSteps,
+    GhcbChannel, GhcbPage, LaunchTables, Plan, SevEsPlan, TakeoverSteps,
     check_sev_cpuid,
 };
 use sev::msr_protocol::SevInfo;
@@ -227,7 +227,7 @@ impl TakeoverSteps for Steps<'_> {
     }
 
     fn register_ghcb(&mut self, c_bit: u8) -> Result<SevInfo, TerminationReason> {
-        let info = GHCB.register(c_bit, Registration::MsrOnly)?;
+        let info = GHCB.register(c_bit)?;
         set_phase(Phase::Ghcb);
         Ok(info)
     }

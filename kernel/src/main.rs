@@ -129,10 +129,12 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     );
     if early.is_some() {
         log::info!(
-            "SEV-ES (SEV_STATUS {:#x}, C-bit {}): #VC through the kernel's GHCB at {:#x}",
+            "SEV-ES (SEV_STATUS {:#x}, C-bit {}): #VC through the kernel's GHCB at {:#x}, \
+             hypervisor features {:#x}",
             info.sev_status,
             info.c_bit.trailing_zeros(),
-            sev::boot_ghcb_page()
+            sev::boot_ghcb_page(),
+            sev::hv_features().bits()
         );
     }
     match early.map_or_else(|| bring_up_memory(info), Ok) {

@@ -112,9 +112,19 @@ pub fn init(c_bit: u64) {
     C_BIT.store(u64::from(position), Ordering::Release);
     TABLES.init(position);
     sev::vc::init_decoder();
-    if let Err(r) = CHANNELS[0].establish(position as u8) {
-        terminate(r)
+    match CHANNELS[0].establish(position as u8) {
+        Ok(e) => HV_FEATURES.store(e.hv_features.bits(), Ordering::Release),
+        Err(r) => terminate(r),
     }
+}
+
+/// What HV_FEATURES offered on the boot CPU (checked against what the kernel needs by
+/// `GhcbChannel::establish`), for the log.
+static HV_FEATURES: AtomicU64 = AtomicU64::new(0);
+
+/// The hypervisor features the boot CPU's GHCB bring-up was offered.
+pub fn hv_features() -> sev::hv_features::HvFeatures {
+    sev::hv_features::HvFeatures::from_bits_retain(HV_FEATURES.load(Ordering::Acquire))
 }
 
 /// Brings up the GHCB of the running AP, whose per-CPU data (index `index`) is installed: the

@@ -6,6 +6,7 @@
 
 mod nmi_storm;
 mod sev_es;
+mod smp_cycles;
 
 use handoff::bootinfo::{BootInfo, MemoryKind};
 use x86::qemu::ExitStatus;
@@ -24,6 +25,7 @@ const CASES: &[(&str, Case)] = &[
     ("acpi_madt", acpi_madt),
     ("acpi_rejects_bad_tables", acpi_rejects_bad_tables),
     ("smp_all_online", smp_all_online),
+    ("smp_offline_online", smp_cycles::offline_online),
     ("breakpoint", breakpoint),
     ("nested_exception", nested_exception),
     ("sse_preserved", sse_preserved),
@@ -224,10 +226,11 @@ fn paging(info: &BootInfo) -> Result<(), &'static str> {
         if encrypted(info.kernel_start) != Some(true)
             || encrypted(0xfee0_0000) != Some(false)
             || encrypted(0xfed0_0000) != Some(false)
-            || encrypted(crate::sev::ghcb_page()) != Some(false)
-            || encrypted(crate::sev::ghcb_page() + PAGE_4K) != Some(true)
+            || crate::sev::ghcb_pages().any(|ghcb| {
+                encrypted(ghcb) != Some(false) || encrypted(ghcb + PAGE_4K) != Some(true)
+            })
         {
-            return Err("under SEV-ES RAM is not private or MMIO/the GHCB not shared");
+            return Err("under SEV-ES RAM is not private or MMIO/the GHCBs not shared");
         }
     }
     let identity = |va: u64| translate(va).is_some_and(|t| t.phys == va);

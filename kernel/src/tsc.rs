@@ -1,7 +1,10 @@
 //! The TSC rate when the stage could not measure it: under SEV-ES from IGVM there is no
 //! firmware stall to time against, and the hypervisor need not report CPUID 0x15/0x16. The
 //! HPET (which the simulator forwards, and every QEMU/KVM machine has) is the reference: its
-//! counter period is in its capabilities register, and 10 ms of it are timed with RDTSC.
+//! counter period is in its capabilities register, and 10 ms of it are timed with RDTSC. Under
+//! SEV-ES every HPET read and RDTSC may be a #VC and a VMGEXIT, so the window is not polled:
+//! the CPU spins without exits for a number of rounds that doubles until the window has
+//! passed, which costs a handful of reads.
 //!
 //! Under SEV-ES the HPET is the hypervisor's device: its period and counter are untrusted
 //! input. The period must be what the HPET specification allows (at most 100 ns), the counter
@@ -21,8 +24,11 @@ const HPET_COUNTER: u64 = 0x0f0;
 const MAX_PERIOD_FS: u64 = 100_000_000;
 /// How long the measurement runs.
 const WINDOW_FS: u64 = 10_000_000_000_000; // 10 ms
-/// Counter reads before giving up on a counter that does not advance.
-const MAX_READS: u32 = 1_000_000;
+/// Spin rounds before the first look at the counter; doubled after each look.
+const FIRST_SPIN: u64 = 1 << 16;
+/// Looks at the counter before giving up on one that does not advance (the spin reaches
+/// `FIRST_SPIN << 24` rounds by then).
+const MAX_READS: u32 = 24;
 
 /// Why the TSC could not be measured.
 #[derive(Clone, Copy, Debug)]
@@ -72,18 +78,23 @@ pub fn calibrate_with_hpet() -> Result<u64, CalibrationError> {
     let ticks = WINDOW_FS / period;
     let start = read(HPET_COUNTER);
     let tsc0 = x86::tsc::rdtsc();
+    let mut spin = FIRST_SPIN;
     let mut reads = 0;
-    let elapsed = loop {
+    let (elapsed, tsc) = loop {
+        for _ in 0..spin {
+            core::hint::spin_loop();
+        }
         let now = read(HPET_COUNTER).wrapping_sub(start);
+        let tsc = x86::tsc::rdtsc().wrapping_sub(tsc0);
         if now >= ticks {
-            break now;
+            break (now, tsc);
         }
         reads += 1;
         if reads > MAX_READS {
             return Err(CalibrationError::Stalled);
         }
+        spin *= 2;
     };
-    let tsc = x86::tsc::rdtsc().wrapping_sub(tsc0);
     // hz = tsc / (elapsed * period fs), in u128 to keep the precision.
     let fs = u128::from(elapsed) * u128::from(period);
     let hz = (u128::from(tsc) * 1_000_000_000_000_000 / fs) as u64;

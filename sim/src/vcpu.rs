@@ -142,11 +142,6 @@ pub enum SimError {
     BadGhcbGpa {
         gpa: u64,
     },
-    /// The GHCB MSR names another page than the one the guest registered.
-    UnregisteredGhcb {
-        gpa: u64,
-        registered: u64,
-    },
     /// The GHCB MSR holds a value the MSR protocol does not define.
     MsrProtocol {
         value: u64,
@@ -204,10 +199,6 @@ impl fmt::Display for SimError {
             Self::BadGhcbGpa { gpa } => {
                 write!(f, "VMGEXIT with GHCB GPA {gpa:#x}: not a page of guest RAM")
             }
-            Self::UnregisteredGhcb { gpa, registered } => write!(
-                f,
-                "VMGEXIT with GHCB GPA {gpa:#x}, but the guest registered {registered:#x}"
-            ),
             Self::MsrProtocol { value, error } => {
                 write!(f, "invalid GHCB MSR protocol request {value:#x}: {error:?}")
             }
@@ -228,8 +219,6 @@ pub struct Vcpu {
     pub state: &'static mut RunState,
     /// The GHCB MSR: a per-vCPU register of SEV-ES hardware.
     pub ghcb_msr: u64,
-    /// The GFN the guest registered through the MSR protocol, if it did.
-    pub registered_gfn: Option<u64>,
     /// An NMI waits for delivery.
     pub nmi_pending: bool,
     /// An NMI was delivered and the guest has not sent NMI_COMPLETE yet.
@@ -400,7 +389,6 @@ impl Vcpu {
             vmcb,
             state,
             ghcb_msr: 0,
-            registered_gfn: None,
             nmi_pending: false,
             nmi_blocked: false,
             nmi_completed: 0,

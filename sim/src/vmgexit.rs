@@ -16,7 +16,7 @@ use sev::ghcb::{Ghcb, GhcbField, GhcbSnapshot};
 use sev::host::{self, ApJumpTableRequest, NaeRequest};
 use sev::hv_features::HvFeatures;
 use sev::ioio::IoioInfo;
-use sev::msr_protocol::{GFN_NONE, MsrRequest, MsrResponse};
+use sev::msr_protocol::{MsrRequest, MsrResponse};
 use sim::cpuid::{self, Regs};
 use sim::nmi_storm::NmiStorm;
 use sim::x2apic::{self, IcrError, Ipi};
@@ -84,17 +84,17 @@ fn msr_protocol(vcpu: &mut Vcpu, vm: &Vm, value: u64) -> Result<(), Stop> {
             vcpu.park(vm);
             MsrResponse::ApResetHold { result: 1 }
         }
-        MsrRequest::PreferredGhcbGpa => MsrResponse::PreferredGhcbGpa { gfn: None },
-        MsrRequest::RegisterGhcbGpa { gfn } => {
-            let ok = gfn
-                .checked_mul(4096)
-                .is_some_and(|gpa| vm.mem.host(gpa, 4096, View::Shared).is_some());
-            if ok {
-                vcpu.registered_gfn = Some(gfn);
-            }
-            MsrResponse::RegisterGhcbGpa {
-                gfn: if ok { gfn } else { GFN_NONE },
-            }
+        // KVM terminates an SEV-ES guest that sends either (they are SEV-SNP requests): so
+        // does the simulator, so that a guest passing here does not die on hardware.
+        MsrRequest::PreferredGhcbGpa => {
+            return Err(Stop::Error(SimError::SnpOnly {
+                what: "preferred GHCB GPA",
+            }));
+        }
+        MsrRequest::RegisterGhcbGpa { .. } => {
+            return Err(Stop::Error(SimError::SnpOnly {
+                what: "GHCB GPA registration",
+            }));
         }
         MsrRequest::PageStateChange { .. } => {
             return Err(Stop::Error(SimError::SnpOnly {
@@ -112,14 +112,6 @@ fn msr_protocol(vcpu: &mut Vcpu, vm: &Vm, value: u64) -> Result<(), Stop> {
 }
 
 fn ghcb_page(vcpu: &mut Vcpu, vm: &Vm, gpa: u64) -> Result<(), Stop> {
-    if let Some(gfn) = vcpu.registered_gfn
-        && gpa >> 12 != gfn
-    {
-        return Err(Stop::Error(SimError::UnregisteredGhcb {
-            gpa,
-            registered: gfn << 12,
-        }));
-    }
     let page = vm
         .mem
         .host(gpa, 4096, View::Shared)

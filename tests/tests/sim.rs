@@ -79,7 +79,6 @@ fn msr_protocol_requests_are_answered() {
             "vmgexit.msr.sev_info",
             "vmgexit.msr.cpuid",
             "vmgexit.msr.hv_features",
-            "vmgexit.msr.register_ghcb_gpa",
         ],
     );
 }
@@ -381,6 +380,19 @@ fn a_double_fault_that_cannot_be_delivered_shuts_the_guest_down() {
          then delivering #DF failed (vector 8 is beyond the IDT limit): shutdown",
     );
     expect_status(&out, EXIT_SIM_ERROR, "sim: vcpu 0 state: RIP=");
+}
+
+/// GHCB GPA Registration is an SEV-SNP request: KVM terminates an SEV-ES guest that sends it,
+/// and the simulator ends the run the same way, so that no guest passes here that dies on a
+/// real host.
+#[test]
+fn ghcb_gpa_registration_from_an_sev_es_guest_ends_the_run() {
+    let out = sim_run("ghcb_registration", 1, "test=ghcb_registration", "");
+    expect_status(
+        &out,
+        EXIT_SIM_ERROR,
+        "SNP-only MSR protocol request (GHCB GPA registration) from an SEV-ES guest",
+    );
 }
 
 #[test]

@@ -11,9 +11,10 @@
 //! of the ICR write, borrows the GHCB from it and sends NMI_COMPLETE (the second NMI is only
 //! injected once the first was completed): the simulator's counters show both.
 //!
-//! With 4 vCPUs the kernel still brings up only the boot CPU: it does not start APs under
-//! SEV-ES yet (that, with a GHCB per CPU, is the next step of issue 5), so the other vCPUs
-//! never run, and the test asserts exactly that.
+//! With 4 vCPUs the kernel starts the APs through the AP jump table: each parks in the stage
+//! (AP Reset Hold), wakes into the kernel's trampoline, brings up its own GHCB and reports in;
+//! the `smp_offline_online` case then parks and wakes every AP 100 times, which the simulator's
+//! AP Reset Hold counters show.
 
 use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm};
 use xtask::qemu::EXIT_GUEST_TERMINATED;
@@ -50,23 +51,24 @@ fn kernel_runs_its_tests(cpus: u32) {
         "kernel at 0x4000000 ".to_string(),
         "SEV-ES (SEV_STATUS 0x3, C-bit 47): #VC through the kernel's GHCB at ".to_string(),
         "memory: ".to_string(),
-        format!(
-            "SEV-ES: {cpus} vCPUs launched, {} APs not started",
-            cpus - 1
-        ),
+        format!("SEV-ES: {cpus} vCPUs launched"),
         "cpu 0 (apic 0) online".to_string(),
-        "1 of 1 CPUs online".to_string(),
+    ];
+    let aps = (1..cpus).map(|i| format!("cpu {i} (apic {i}) online"));
+    let expected = expected.into_iter().chain(aps).chain([
+        format!("{cpus} of {cpus} CPUs online"),
         "INFO  ready".to_string(),
         "TEST stage_page_tables SKIP ".to_string(),
         "TEST acpi_madt SKIP no ACPI tables on the IGVM path".to_string(),
         "TEST boot_info PASS".to_string(),
         "TEST paging PASS".to_string(),
         "TEST smp_all_online PASS".to_string(),
+        "TEST smp_offline_online PASS".to_string(),
         "TEST nmi PASS".to_string(),
         "TEST nmi_nested PASS".to_string(),
-        "23 passed, 0 failed".to_string(),
-    ];
-    expect_in_order(&out.serial, &expected);
+        "24 passed, 0 failed".to_string(),
+    ]);
+    expect_in_order(&out.serial, &expected.collect::<Vec<_>>());
     for bad in ["stage: error", "FAIL", "sim: error", "refused"] {
         assert!(
             !out.serial.contains(bad),
@@ -87,12 +89,19 @@ fn kernel_runs_its_tests(cpus: u32) {
         "{}",
         out.serial
     );
-    // The APs never ran: no INIT-SIPI reached them.
+    // Each AP parked once on its way from the stage into the kernel, then once per
+    // offline/online cycle; no one sent GHCB GPA Registration (an SEV-SNP request).
     for vcpu in 1..cpus {
-        let counters = format!("SIM-COUNTERS vcpu={vcpu} exits=0 ");
-        assert!(
-            out.serial.contains(&counters),
-            "expected `{counters}` in:\n{}",
+        assert_eq!(
+            sim_counter(&out.serial, vcpu, "vmgexit.msr.ap_reset_hold"),
+            101,
+            "{}",
+            out.serial
+        );
+        assert_eq!(
+            sim_counter(&out.serial, vcpu, "vmgexit.msr.register_ghcb_gpa"),
+            0,
+            "{}",
             out.serial
         );
     }
@@ -103,10 +112,8 @@ fn kernel_reaches_ready_and_passes_its_tests_with_1_vcpu() {
     kernel_runs_its_tests(1);
 }
 
-/// AP bring-up under SEV-ES is the next step: today the kernel reports 1 CPU of 4 vCPUs and
-/// the APs stay unstarted.
 #[test]
-fn kernel_runs_on_the_boot_cpu_only_with_4_vcpus() {
+fn kernel_starts_parks_and_wakes_its_aps_with_4_vcpus() {
     kernel_runs_its_tests(4);
 }
 

@@ -172,6 +172,14 @@ pub fn all(profile: Profile, fuzz: bool) -> Result<()> {
         ],
         &[],
     )?;
+    // The `sev::guest` glue (the stage's, the kernel's and the test guest's) needs its feature,
+    // which no host-tested crate turns on.
+    cargo_test(
+        &mut tally,
+        "host unit tests of sev::guest",
+        &["-p", "sev", "--features", "guest", "--lib"],
+        &[],
+    )?;
     let fw = qemu::ensure_prerequisites()?;
     let a = build(profile)?;
     for cpus in [1, 4] {

@@ -7,8 +7,8 @@
 //! 2. The stage's GDT/TSS/IDT (`crate::interrupts`), before anything can raise #VC.
 //! 3. The heap and the #VC core's decoder tables ([`HEAP`]).
 //! 4. [`GhcbChannel::establish`] on [`GHCB`]: CPUID 0x8000001F through the early #VC path
-//!    (MSR protocol), protocol negotiation (version 2), GHCB registration; from then on #VCs go
-//!    through the GHCB page, and COM1 works.
+//!    (MSR protocol), protocol negotiation (version 2), the GHCB's GPA in the GHCB MSR,
+//!    HV_FEATURES; from then on #VCs go through the GHCB page, and COM1 works.
 //! 5. The `BootInfo` from the parameter area ([`launch`]) and the SEV state (SEV_STATUS, the
 //!    C-bit, the vCPU count: the kernel has no ACPI tables on this path), then the path the EFI entry takes
 //!    too: unpack, check, load and start the kernel (`crate::start_kernel`).
@@ -36,7 +36,7 @@ use handoff::launch::{
 };
 use handoff::payload::Header;
 use sev::guest::{ApJumpTable, DecoderHeap, GhcbChannel, GhcbPage, LaunchTables};
-use sev::termination::{GuestReason, TerminationReason};
+use sev::termination::GuestReason;
 use sev::vc::{NoHypercalls, VcConfig};
 use x86::idt::vector;
 use x86::interrupts::InterruptFrame;
@@ -129,15 +129,16 @@ extern "C" fn main(param_gpa: u64) -> ! {
     sev::vc::init_decoder();
     let info = GHCB
         .establish(c_bit as u8)
-        .unwrap_or_else(|r| GHCB.terminate(r))
-        .info;
+        .unwrap_or_else(|r| GHCB.terminate(r));
+    let (info, hv_features) = (info.info, info.hv_features);
     let entry_tsc = rdtsc();
     x86::serial::init();
     serial_println!(
-        "stage: started (IGVM, SEV-ES: GHCB protocol {}..={}, C-bit {})",
+        "stage: started (IGVM, SEV-ES: GHCB protocol {}..={}, C-bit {}, hypervisor features {:#x})",
         info.min,
         info.max,
-        info.cbit
+        info.cbit,
+        hv_features.bits()
     );
     if param_gpa != PARAM_GPA {
         fail(

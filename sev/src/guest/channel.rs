@@ -27,7 +27,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use x86::interrupts::{InterruptFrame, fatal};
 
 use super::{
-    InterruptRegs, LaunchTables, Registration, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb,
+    InterruptRegs, LaunchTables, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb,
 };
 use crate::ghcb::Ghcb;
 use crate::hv_features::{self, GuestKind, HvFeatures};
@@ -217,7 +217,7 @@ impl GhcbChannel {
     /// to terminate with.
     pub fn establish(&self, c_bit: u8) -> Result<Established, TerminationReason> {
         let sev_cpuid = check_sev_cpuid(c_bit)?;
-        let info = self.register(c_bit, Registration::Request)?;
+        let info = self.register(c_bit)?;
         let hv_features = self.hv_features()?;
         Ok(Established {
             info,
@@ -248,19 +248,15 @@ impl GhcbChannel {
     }
 
     /// The part of [`establish`](Self::establish) after the CPUID check, for a guest that
-    /// runs that check itself and chooses whether the GPA is registered ([`Registration`]):
-    /// protocol negotiation, then the GHCB's GPA in the GHCB MSR.
+    /// runs that check itself: protocol negotiation, then the GHCB's GPA in the GHCB MSR
+    /// ([`register_ghcb`]).
     ///
     /// From then on every port access is a #VC and a VMGEXIT: the console
     /// ([`x86::serial::use_string_output`]) sends each line with one string OUT, which the #VC
     /// core moves through the GHCB's shared buffer in one VMGEXIT.
-    pub fn register(
-        &self,
-        c_bit: u8,
-        registration: Registration,
-    ) -> Result<SevInfo, TerminationReason> {
+    pub fn register(&self, c_bit: u8) -> Result<SevInfo, TerminationReason> {
         let state = self.state.lock();
-        let info = register_ghcb(&mut self.msr(), self.gpa(), c_bit, registration)?;
+        let info = register_ghcb(&mut self.msr(), self.gpa(), c_bit)?;
         self.registered.store(true, Ordering::Release);
         drop(state);
         x86::serial::use_string_output();

@@ -67,33 +67,20 @@ pub fn check_sev_cpuid(c_bit: u8) -> Result<[u32; 4], TerminationReason> {
     Ok(regs)
 }
 
-/// Whether [`register_ghcb`] asks the hypervisor to register the GHCB's GPA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Registration {
-    /// GHCB GPA Registration (MSR protocol), then the GPA in the GHCB MSR: what an SEV-SNP
-    /// guest must do, and what the SEV-ES simulator expects of its guests.
-    Request,
-    /// Only the GPA in the GHCB MSR: an SEV-ES guest under KVM, which terminates a guest that
-    /// is not SEV-SNP when it asks for registration (Linux registers under SNP only).
-    MsrOnly,
-}
-
 /// Negotiates the GHCB protocol (version 2 must be in the hypervisor's range), checks that the
-/// hypervisor's C-bit position is `c_bit`, registers the GHCB at `gpa` as `registration` says
-/// and leaves that GPA in the GHCB MSR: from then on #VCs go through the GHCB. Returns the
-/// negotiated information.
+/// hypervisor's C-bit position is `c_bit`, and leaves the GHCB's GPA `gpa` in the GHCB MSR:
+/// from then on #VCs go through the GHCB. Returns the negotiated information. No GHCB GPA
+/// Registration request: that (like the preferred-GPA request) is an SEV-SNP request, which KVM
+/// answers by terminating an SEV-ES guest, and so does the simulator; an SEV-ES hypervisor
+/// takes the GHCB at whatever GPA the MSR holds at each VMGEXIT.
 pub fn register_ghcb<M: GhcbMsr + ?Sized>(
     msr: &mut M,
     gpa: u64,
     c_bit: u8,
-    registration: Registration,
 ) -> Result<SevInfo, TerminationReason> {
     let info = msr_protocol::negotiate(msr).map_err(|e| TerminationReason::from(e.reason()))?;
     if info.cbit != c_bit {
         return Err(GuestReason::CpuidLies.into());
-    }
-    if registration == Registration::Request {
-        msr_protocol::register_ghcb(msr, gpa).map_err(|e| TerminationReason::from(e.reason()))?;
     }
     msr.write(gpa);
     Ok(info)

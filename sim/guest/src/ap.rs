@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use handoff::launch::{MAX_VCPUS, SHARED_ALIAS};
 use sev::ghcb::Ghcb;
 use sev::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
-use sev::msr_protocol;
+use sev::msr_protocol::{self, GhcbMsr};
 use sev::termination::{GuestReason, TerminationReason};
 
 /// Stack size of an AP.
@@ -62,9 +62,8 @@ pub extern "C" fn main(index: u64) -> ! {
     let fail = |msr: &mut HwGhcbMsr, r: GuestReason| -> ! {
         msr_protocol::terminate(msr, TerminationReason::from(r))
     };
-    if msr_protocol::register_ghcb(&mut msr, gpa).is_err() {
-        fail(&mut msr, GuestReason::GhcbRegistration);
-    }
+    // An SEV-ES guest registers no GHCB GPA (an SEV-SNP request); the MSR names it.
+    msr.write(gpa);
     ONLINE.fetch_add(1, Ordering::AcqRel);
     loop {
         if PARK_WITH_HLT_LOOP.load(Ordering::Acquire) {

@@ -82,6 +82,19 @@ pub fn triple_fault() -> Outcome {
     Err("CPUID completed although neither #VC nor #DF could be delivered".into())
 }
 
+/// GHCB GPA Registration, an SEV-SNP request: KVM terminates an SEV-ES guest that sends it,
+/// and so must the simulator.
+pub fn ghcb_registration() -> Outcome {
+    let gpa = crate::ghcb::gpa();
+    crate::ghcb::with(|ch| {
+        // The run ends here; an answer is a failure.
+        let r = sev::msr_protocol::register_ghcb(&mut ch.msr, gpa);
+        Err(alloc::format!(
+            "the simulator answered GHCB GPA Registration from an SEV-ES guest: {r:?}"
+        ))
+    })
+}
+
 /// An MSR-protocol request with a code the protocol does not define (0xfff).
 pub fn bad_msr_request() -> Outcome {
     // SAFETY: the GHCB MSR and VMGEXIT of an SEV-ES guest; the simulator must end the run.

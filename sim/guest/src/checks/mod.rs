@@ -77,6 +77,7 @@ const BY_NAME_ONLY: &[(&str, Check)] = &[
     ("vc_double_fault", faults::vc_double_fault),
     ("triple_fault", faults::triple_fault),
     ("bad_msr_request", faults::bad_msr_request),
+    ("ghcb_registration", faults::ghcb_registration),
 ];
 
 /// Runs the checks `selection` names (`all` or one name) and returns the run's exit status.

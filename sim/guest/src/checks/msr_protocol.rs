@@ -1,6 +1,7 @@
 //! The GHCB MSR protocol after boot: SEV information, CPUID one register at a time (equal to
-//! the GHCB's answer for the same leaf), hypervisor features, and GHCB GPA registration, which
-//! must echo the GPA. Every request restores the GHCB GPA in the MSR afterwards.
+//! the GHCB's answer for the same leaf) and hypervisor features. Every request restores the
+//! GHCB GPA in the MSR afterwards. (GHCB GPA registration is an SEV-SNP request, which ends an
+//! SEV-ES guest's run: `faults::ghcb_registration`.)
 
 use handoff::launch::SIM_C_BIT;
 use sev::cpuid::SEV_CPUID_LEAF;
@@ -44,8 +45,6 @@ pub fn msr_protocol() -> Outcome {
         }
         msr_protocol::hv_features(&mut ch.msr)
             .map_err(|e| alloc::format!("hypervisor features: {e:?}"))?;
-        msr_protocol::register_ghcb(&mut ch.msr, gpa)
-            .map_err(|e| alloc::format!("registering the GHCB at {gpa:#x} again: {e:?}"))?;
         let now = ch.msr.read();
         ensure!(
             now == gpa,
