@@ -229,6 +229,26 @@ impl BootInfo {
         true
     }
 
+    /// Whether the 4 KiB page at `gpa` lies in memory the firmware keeps for itself (reserved,
+    /// ACPI NVS or runtime-services memory), below 4 GiB: where an SEV-ES firmware's AP jump
+    /// table may be. The hypervisor names that page (AP_JUMP_TABLE GET), so the kernel writes
+    /// to it only after this check: never into RAM it uses, the kernel, the stage's memory or
+    /// a device.
+    pub fn is_firmware_page(&self, gpa: u64) -> bool {
+        const FIRMWARE: [MemoryKind; 3] = [
+            MemoryKind::RESERVED,
+            MemoryKind::ACPI_NVS,
+            MemoryKind::FIRMWARE_RUNTIME,
+        ];
+        gpa != 0
+            && gpa.is_multiple_of(4096)
+            && gpa < 1 << 32
+            && self
+                .memory_map()
+                .iter()
+                .any(|r| FIRMWARE.contains(&r.kind) && r.start <= gpa && gpa + 4096 <= r.end())
+    }
+
     /// Sets the command line, truncated to [`MAX_CMDLINE`] at a character boundary.
     pub fn set_cmdline(&mut self, s: &str) {
         let mut n = s.len().min(MAX_CMDLINE);
@@ -249,6 +269,42 @@ impl Default for BootInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_firmware_pages_below_4_gib_pass_as_a_firmware_jump_table() {
+        let mut b = Box::new(BootInfo::new());
+        for (start, len, kind) in [
+            (0, 0x9_f000, MemoryKind::USABLE),
+            (0x9_f000, 0x1000, MemoryKind::RESERVED),
+            (0x10_0000, 0x10_0000, MemoryKind::BOOTLOADER),
+            (0x7f00_0000, 0x4000, MemoryKind::ACPI_NVS),
+            (0x7f00_4000, 0x2000, MemoryKind::FIRMWARE_RUNTIME),
+            (0xfee0_0000, 0x1000, MemoryKind::MMIO),
+            (0x1_0000_0000, 0x1000, MemoryKind::RESERVED),
+        ] {
+            assert!(b.push_region(MemoryRegion {
+                start,
+                len,
+                kind,
+                _reserved: 0
+            }));
+        }
+        for ok in [0x9_f000, 0x7f00_0000, 0x7f00_3000, 0x7f00_5000] {
+            assert!(b.is_firmware_page(ok), "{ok:#x}");
+        }
+        for bad in [
+            0,              // page 0
+            0x1000,         // usable RAM
+            0x9_f800,       // not page-aligned
+            0x10_0000,      // the stage's memory
+            0xfee0_0000,    // a device
+            0x7f00_6000,    // past the runtime region
+            0x1_0000_0000,  // reserved, but above 4 GiB
+            0x2_0000_0000,  // not in the map
+        ] {
+            assert!(!b.is_firmware_page(bad), "{bad:#x}");
+        }
+    }
 
     #[test]
     fn regions_merge_and_validate() {

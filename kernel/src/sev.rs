@@ -161,6 +161,21 @@ pub fn install_ap_jump_table(gpa: u64, reset_vector: (u16, u16)) -> Result<ApJum
     Ok(table)
 }
 
+/// The AP jump table the firmware registered (AP_JUMP_TABLE GET; 0 when none was): under an
+/// SEV-ES firmware (OVMF) its APs park there and wake through its reset vector. The hypervisor
+/// answers: the caller checks the page before writing to it.
+pub fn firmware_ap_jump_table() -> Result<u64, ApJumpTableError> {
+    channel()
+        .with(|ch| match ch.ghcb.as_mut() {
+            Some(ghcb) => sev::nae::ap_jump_table_get(ghcb)
+                .map_err(|e| TerminationReason::from(e.reason())),
+            None => Err(TerminationReason::from(
+                sev::termination::GuestReason::GhcbRegistration,
+            )),
+        })
+        .map_err(ApJumpTableError::Refused)
+}
+
 /// Why the AP jump table could not be set up.
 #[derive(Clone, Copy, Debug)]
 pub enum ApJumpTableError {

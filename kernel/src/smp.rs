@@ -9,8 +9,10 @@
 //! - **Without SEV** (the EFI entry, ACPI): the MADT's enabled CPUs. INIT resets a CPU, then
 //!   two start-up IPIs point it at the trampoline (`Trampoline::start_ap`). An offline AP
 //!   waits in `cli; hlt` until the next INIT.
-//! - **Under SEV-ES** (the IGVM entry, no ACPI): the launch's vCPUs 1 .. `vp_count`, whose APIC
-//!   ID is their vCPU index. No one can reset an SEV-ES vCPU (its registers are in the
+//! - **Under SEV-ES**: from IGVM (no ACPI) the launch's vCPUs 1 .. `vp_count`, whose APIC ID
+//!   is their vCPU index; through the EFI entry the MADT's CPUs, which the firmware parked on
+//!   its own AP jump table, whose reset vector the kernel points at the trampoline too
+//!   (`point_firmware_jump_table`). No one can reset an SEV-ES vCPU (its registers are in the
 //!   encrypted VMSA): the kernel installs the AP jump table (`crate::sev`) with the trampoline
 //!   as its reset vector before starting any AP. The first INIT-SIPI starts a vCPU at its
 //!   launch state, in the stage, which parks it on the jump table (AP Reset Hold); every later
@@ -42,8 +44,9 @@ pub const WAKE_VECTOR: u8 = 0xf0;
 /// [`PerCpu::work`] value: go offline.
 const WORK_OFFLINE: usize = 1;
 
-/// How long [`offline`] and the AP start-up wait for an AP to answer (ms).
-const AP_TIMEOUT_MS: u64 = 1000;
+/// How long [`offline`], [`call`] and the AP start-up wait for an AP to answer (ms): far more
+/// than an AP needs, even on an emulator sharing its host cores with other runs.
+const AP_TIMEOUT_MS: u64 = 5000;
 
 /// How often `Trampoline::wake_ap` repeats INIT-SIPI under SEV-ES (ms): about how long a
 /// launched or offlined AP takes to reach AP Reset Hold on TCG.
@@ -138,10 +141,11 @@ static STARTER: spin::Once<spin::Mutex<Starter>> = spin::Once::new();
 /// Under SEV-ES, the AP jump table APs park on.
 static JUMP_TABLE: spin::Once<ApJumpTable> = spin::Once::new();
 
-/// Starts every AP (see the module docs) and waits for each (1 s of TSC time). Logs `cpu N
+/// Starts every AP (see the module docs) and waits for each ([`AP_TIMEOUT_MS`]). Logs `cpu N
 /// (apic ID) online` per CPU (from the CPU itself) and `N of M CPUs online`.
 pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
-    let tables = if info.sev_es() {
+    // From IGVM the launch names the vCPUs; through the EFI entry (also under SEV-ES) ACPI does.
+    let tables = if info.sev_es() && info.vp_count > 0 {
         None
     } else {
         Some(acpi::tables(info).map_err(SmpError::Acpi)?)
@@ -225,7 +229,7 @@ fn alloc_stack() -> Result<(usize, usize), SmpError> {
 }
 
 /// Installs the trampoline (and under SEV-ES the AP jump table), then starts each AP and
-/// waits up to 1 s for it to report in. Without SEV, INIT goes to every AP first (10 ms, once);
+/// waits up to [`AP_TIMEOUT_MS`] for it to report in. Without SEV, INIT goes to every AP first (10 ms, once);
 /// an AP that does not arrive is named and sent INIT again, so that it cannot start late on
 /// the next AP's parameters. Under SEV-ES no INIT can stop a late AP, so start-up stops at the
 /// first that does not arrive.
@@ -236,6 +240,7 @@ fn start_aps(info: &BootInfo, apic: LocalApic, aps: &'static [PerCpu]) -> Result
         unsafe { Trampoline::install(info.ap_trampoline, info.tsc_hz) }.map_err(SmpError::Start)?;
     let encryption_mask = if info.sev_es() { info.c_bit } else { 0 };
     if info.sev_es() {
+        point_firmware_jump_table(info, trampoline.reset_vector())?;
         let table = crate::sev::install_ap_jump_table(info.ap_jump_table, trampoline.reset_vector())
             .map_err(|e| {
                 log::error!("{e}");
@@ -283,6 +288,30 @@ fn start_aps(info: &BootInfo, apic: LocalApic, aps: &'static [PerCpu]) -> Result
     Ok(())
 }
 
+/// Under an SEV-ES firmware that parked its APs on a jump table of its own (OVMF, through the
+/// EFI entry), points that table's reset vector at the trampoline too, as Linux does: the
+/// firmware's parking code wakes into it. The page comes from the hypervisor (AP_JUMP_TABLE
+/// GET), so it is written only if the memory map says the firmware owns it. None registered
+/// (the IGVM path) is fine; one that fails the check stops SMP start-up.
+fn point_firmware_jump_table(info: &BootInfo, (cs, ip): (u16, u16)) -> Result<(), SmpError> {
+    let firmware = crate::sev::firmware_ap_jump_table().map_err(|e| {
+        log::error!("{e}");
+        SmpError::JumpTable
+    })?;
+    if firmware == 0 || firmware == info.ap_jump_table {
+        return Ok(());
+    }
+    if !info.is_firmware_page(firmware) {
+        log::error!(
+            "the hypervisor names {firmware:#x} as the firmware's AP jump table: not a firmware page"
+        );
+        return Err(SmpError::JumpTable);
+    }
+    ApJumpTable::at(firmware).set_reset_vector(cs, ip);
+    log::info!("firmware AP jump table at {firmware:#x}: reset vector {cs:04x}:{ip:04x}");
+    Ok(())
+}
+
 impl Starter {
     /// The trampoline parameters of `ap`: this CPU's page tables, its stack, [`ap_main`].
     fn params(&self, ap: &PerCpu) -> ApParams {
@@ -304,7 +333,7 @@ impl Starter {
             // offline (it parks before it goes).
             unsafe {
                 self.trampoline
-                    .wake_ap(&self.apic, ap.apic_id, &params, WAKE_RETRY_MS)
+                    .wake_ap(&self.apic, ap.apic_id, &params, WAKE_RETRY_MS, AP_TIMEOUT_MS)
             }
         } else {
             if !initialized {
@@ -340,7 +369,7 @@ impl Starter {
 
 fn log_late(ap: &PerCpu) {
     log::error!(
-        "cpu {} (apic {}) did not come online within 1 s",
+        "cpu {} (apic {}) did not come online within {AP_TIMEOUT_MS} ms",
         ap.index,
         ap.apic_id
     );
@@ -406,7 +435,7 @@ pub fn spawn(index: usize, f: fn()) -> Result<Pending, SmpError> {
     Ok(Pending { cpu, target })
 }
 
-/// Runs `f` on the AP `index` and waits (up to 1 s) until it returned.
+/// Runs `f` on the AP `index` and waits (up to [`AP_TIMEOUT_MS`]) until it returned.
 pub fn call(index: usize, f: fn()) -> Result<(), SmpError> {
     spawn(index, f)?.wait(AP_TIMEOUT_MS)
 }

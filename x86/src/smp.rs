@@ -135,8 +135,8 @@ pub enum ApStartError {
     /// The INIT/SIPI delays are measured with the TSC.
     NoTscFrequency,
     Ipi(ApicError),
-    /// The AP did not reach its entry within 1 s. It was sent INIT again, so that it cannot
-    /// start late on another AP's parameters.
+    /// The AP did not reach its entry in time (1 s, or `wake_ap`'s timeout). Without SEV it
+    /// was sent INIT again, so that it cannot start late on another AP's parameters.
     Timeout,
 }
 
@@ -163,7 +163,7 @@ impl fmt::Display for ApStartError {
             ),
             Self::NoTscFrequency => write!(f, "TSC frequency unknown: cannot time INIT/SIPI"),
             Self::Ipi(e) => write!(f, "IPI failed: {e:?}"),
-            Self::Timeout => write!(f, "the AP did not reach its entry within 1 s"),
+            Self::Timeout => write!(f, "the AP did not reach its entry in time"),
         }
     }
 }
@@ -253,7 +253,7 @@ impl Trampoline {
     /// this code ([`reset_vector`](Self::reset_vector)). A pair that arrives while the AP is
     /// on its way to the hold is lost (the hypervisor cannot tell it apart from one to a
     /// running CPU), so it is repeated every `retry_ms` until the AP passed the trampoline, for
-    /// up to 1 s; no INIT is needed before. [`ApStartError::Timeout`] if it did not arrive: the
+    /// up to `timeout_ms`; no INIT is needed before. [`ApStartError::Timeout`] if it did not arrive: the
     /// AP may still arrive later, on the parameters written here, so the caller must not start
     /// another AP with this trampoline then.
     ///
@@ -265,12 +265,13 @@ impl Trampoline {
         apic_id: u32,
         params: &ApParams,
         retry_ms: u64,
+        timeout_ms: u64,
     ) -> Result<(), ApStartError> {
         // SAFETY: the caller's contract is this function's.
         let arrived = unsafe { self.write_params(params) }?;
         let sipi = ICR_STARTUP | (self.page >> 12) as u32;
         let t0 = crate::tsc::rdtsc();
-        while crate::tsc::rdtsc() - t0 < self.tsc_hz {
+        while crate::tsc::rdtsc() - t0 < self.ms(timeout_ms) {
             for icr in [ICR_INIT, sipi] {
                 apic.send_ipi(apic_id, icr, self.ms(10))
                     .map_err(ApStartError::Ipi)?;
