@@ -768,6 +768,9 @@ impl Vcpu {
             efer: v.get(off::EFER),
             cs: v.segment(off::CS),
             idtr: v.segment(off::IDTR),
+            tr_base: v.segment(off::TR).base,
+            npt: self.npt,
+            exit_int_info: v.get(off::EXIT_INT_INFO),
             ghcb_msr: self.ghcb_msr,
             exit_code: v.get(off::EXIT_CODE),
         }
@@ -785,6 +788,10 @@ pub struct GuestState {
     efer: u64,
     cs: Segment,
     idtr: Segment,
+    tr_base: u64,
+    npt: Npt,
+    /// The event whose delivery the last exit interrupted (bit 31: valid).
+    exit_int_info: u64,
     ghcb_msr: u64,
     exit_code: u64,
 }
@@ -794,7 +801,8 @@ impl fmt::Display for GuestState {
         write!(
             f,
             "RIP={:#x} RSP={:#x} RFLAGS={:#x} CS={:#x}/{:#x} CR0={:#x} CR3={:#x} CR4={:#x} \
-             EFER={:#x} IDTR={:#x}/{:#x} GHCB_MSR={:#x} last exit={:#x}",
+             EFER={:#x} IDTR={:#x}/{:#x} TR base={:#x} NPT={:?} EXITINTINFO={:#x} \
+             GHCB_MSR={:#x} last exit={:#x}",
             self.rip,
             self.rsp,
             self.rflags,
@@ -806,6 +814,9 @@ impl fmt::Display for GuestState {
             self.efer,
             self.idtr.base,
             self.idtr.limit,
+            self.tr_base,
+            self.npt,
+            self.exit_int_info,
             self.ghcb_msr,
             self.exit_code
         )
