@@ -38,6 +38,12 @@ pub const INVALID_INPUT: u64 = -22i64 as u64;
 /// Makes the simulator answer the calling vCPU's next NMI_COMPLETE with an error (invalid
 /// input), leaving NMIs blocked: a guest's handling of a refused NMI_COMPLETE. RAX = 0.
 pub const REFUSE_NMI_COMPLETE: u64 = PREFIX | 6;
+/// Makes an NMI pending when the calling vCPU next executes the instruction at the virtual
+/// address RBX: the simulator stops it there with an execution breakpoint of its own (DR0, and
+/// the VMCB's DR7, which the guest's DR7 events never touch), taken back once hit. The NMI is
+/// injected right at that instruction unless the guest is handling one. For code no exit
+/// interrupts, such as an NMI handler's last instructions. RAX = 0.
+pub const NMI_AT: u64 = PREFIX | 7;
 /// A CPUID leaf in the hypervisor range (0x4000_0000..=0x4fff_ffff; "@SIM") through which the
 /// simulator reports the calling vCPU's time in guest mode: EDX:EAX = host TSC ticks spent
 /// between VMRUN and #VMEXIT so far, ECX:EBX = its #VMEXITs so far. The subleaf (ECX) is

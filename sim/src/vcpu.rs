@@ -42,6 +42,11 @@ const EVENTINJ_INTR: u64 = 1 << 31;
 const INT_CTL_WINDOW: u64 = (1 << 8) | (0xf << 16) | (1 << 20);
 const INT_CTL_MASKING: u64 = 1 << 24;
 const RFLAGS_IF: u64 = 1 << 9;
+/// DR7 after reset, its L0 enable (execution breakpoint at DR0: RW0 and LEN0 zero), and DR6's
+/// breakpoint-hit bits.
+const DR7_RESET: u64 = 0x400;
+const DR7_L0: u64 = 1;
+const DR6_B0_3: u64 = 0xf;
 const CR0_PE: u64 = 1 << 0;
 const CR0_ET: u64 = 1 << 4;
 const CR0_PG: u64 = 1 << 31;
@@ -229,6 +234,8 @@ pub struct Vcpu {
     pub nmi_storm: Option<NmiStorm>,
     /// The next NMI_COMPLETE is answered with an error (test hypercall `REFUSE_NMI_COMPLETE`).
     pub refuse_nmi_complete: bool,
+    /// The instruction at which an NMI is made pending (test hypercall `NMI_AT`), while armed.
+    nmi_at: Option<u64>,
     /// The guest's DR7 as the hypervisor tracks it (DR7 NAE events).
     pub dr7: u64,
     /// The nested page table this vCPU runs on now (`crate::memory::NptRoots`).
@@ -394,6 +401,7 @@ impl Vcpu {
             nmi_completed: 0,
             nmi_storm: None,
             refuse_nmi_complete: false,
+            nmi_at: None,
             dr7: vmsa.dr7,
             npt,
             tsc_aux: u64::from(vmsa.tsc_aux),
@@ -554,6 +562,10 @@ impl Vcpu {
             exit::RDTSC if self.insn_at_rip(vm, &[0x0f, 0x01, 0xf9])? => {
                 self.raise_vc(vm, exit::RDTSCP)
             }
+            exit::EXCP_DB if self.nmi_at == Some(self.vmcb.rip()) => {
+                self.nmi_at_hit();
+                Ok(())
+            }
             exit::READ_DR7
             | exit::WRITE_DR7
             | exit::EXCP_DB
@@ -595,6 +607,28 @@ impl Vcpu {
             exit::INVALID => Err(Stop::Error(SimError::VmrunFailed)),
             _ => Err(Stop::Error(SimError::UnexpectedExit { code, info1, info2 })),
         }
+    }
+
+    /// Arms `NMI_AT`: an execution breakpoint at `address`, in DR0 (this host CPU runs only
+    /// this vCPU) and enabled in the VMCB's DR7, which the guest's own DR7 (tracked by the DR7
+    /// NAE events) never reaches.
+    pub fn arm_nmi_at(&mut self, address: u64) {
+        // SAFETY: DR0 of this host CPU; nothing in the simulator uses debug registers.
+        unsafe {
+            core::arch::asm!("mov dr0, {}", in(reg) address, options(nomem, nostack, preserves_flags))
+        };
+        self.vmcb.set(off::DR7, DR7_RESET | DR7_L0);
+        self.nmi_at = Some(address);
+    }
+
+    /// The `NMI_AT` breakpoint was hit (a #DB intercept before the instruction ran): taken
+    /// back, and the NMI made pending, to be injected right there.
+    fn nmi_at_hit(&mut self) {
+        self.vmcb.set(off::DR7, DR7_RESET);
+        let dr6: u64 = self.vmcb.get(off::DR6);
+        self.vmcb.set(off::DR6, dr6 & !DR6_B0_3);
+        self.nmi_at = None;
+        self.nmi_pending = true;
     }
 
     /// Whether the VMMCALL exit came from `rep vmmcall` (VMGEXIT).

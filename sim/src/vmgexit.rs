@@ -438,6 +438,10 @@ fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, s: &GhcbSnapshot) -> u64 {
                 None => sim_hypercall::INVALID_INPUT,
             }
         }
+        sim_hypercall::NMI_AT => {
+            vcpu.arm_nmi_at(rbx);
+            0
+        }
         sim_hypercall::REFUSE_NMI_COMPLETE => {
             vcpu.refuse_nmi_complete = true;
             0

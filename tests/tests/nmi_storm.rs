@@ -3,7 +3,8 @@
 //!
 //! - `nmi_worst_cases` (1 vCPU): NMIs placed by the simulator's `NMI_STORM` hypercall at the
 //!   worst exits (right after NMI_COMPLETE, at a #VC's first instruction, right after a #VC's
-//!   VMGEXIT, inside a console line), 53 in all.
+//!   VMGEXIT, inside a console line) and by `NMI_AT` at each instruction of the NMI exit window,
+//!   61 in all.
 //! - `nmi_complete_refused` (1 vCPU): the simulator refuses an NMI_COMPLETE sent from a GHCB the
 //!   NMI borrowed from an interrupted #VC; the guest says so and asks to be terminated with the
 //!   hypervisor-error reason.
@@ -85,7 +86,7 @@ fn storm(case: &str, cpus: u32, total: u64) {
 fn nmis_at_the_worst_places() {
     let (serial, _) = run_case("nmi_worst_cases", 1);
     for counter in ["nmi_injected", "vmgexit.nae.nmi_complete"] {
-        assert_eq!(sim_counter(&serial, 0, counter), 53, "{counter}");
+        assert_eq!(sim_counter(&serial, 0, counter), 61, "{counter}");
     }
 }
 

@@ -326,6 +326,25 @@ extern "C" fn dispatch_nmi(frame: &mut InterruptFrame, tss: u64) {
     }
 }
 
+/// The addresses of the NMI exit window's instructions, in order: the check of the state, its
+/// branch, the state's clearing and the IRETQ. A nested NMI at any of them must make the
+/// handler run again (see the module docs): for tests that place an NMI there.
+pub fn nmi_exit_window() -> [u64; 4] {
+    let (check, branch, clear, iret);
+    // SAFETY: computes addresses, touches nothing.
+    unsafe {
+        core::arch::asm!(
+            "lea {}, [rip + x86_nmi_exit_check]",
+            "lea {}, [rip + x86_nmi_exit_branch]",
+            "lea {}, [rip + x86_nmi_exit_clear]",
+            "lea {}, [rip + x86_nmi_iret]",
+            out(reg) check, out(reg) branch, out(reg) clear, out(reg) iret,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+    [check, branch, clear, iret]
+}
+
 /// Most CPUs whose NMI stacks [`in_nmi`] knows (CPUs beyond are never reported as in an NMI).
 const MAX_NMI_STACKS: usize = 256;
 /// The NMI stack tops of the CPUs that loaded their GDT ([`register_nmi_stack`]).
@@ -581,7 +600,9 @@ core::arch::global_asm!(
     // code's; the flags are free (IRETQ restores them).
     "x86_nmi_exit_check:",
     "cmp qword ptr [rsp + 128], 1",
+    "x86_nmi_exit_branch:",
     "jne 4f",
+    "x86_nmi_exit_clear:",
     "mov qword ptr [rsp + 128], 0",
     "x86_nmi_iret:",
     "iretq",

@@ -9,8 +9,9 @@
 //!   handler's NMI_COMPLETE) gets the second one in the middle of its handler. It must run
 //!   after the first one's handler, not inside it.
 //! - [`worst_cases`] (the SEV-ES simulator, whose test hypercall `NMI_STORM` places NMIs at
-//!   chosen exits): NMIs right after each NMI_COMPLETE (in the window before the handler's
-//!   IRETQ); an NMI at the first instruction of a #VC handler whose own handler raises a #VC
+//!   chosen exits, or `NMI_AT` at a chosen instruction): NMIs right after each NMI_COMPLETE (in
+//!   the window before the handler's IRETQ); an NMI at each instruction of the NMI exit's last
+//!   window, where the state already reads "done" or is about to; an NMI at the first instruction of a #VC handler whose own handler raises a #VC
 //!   (the general IST stack is still in use below it); an NMI right after a #VC handler's
 //!   VMGEXIT, while it holds the GHCB, whose handler raises a #VC (the GHCB is borrowed a
 //!   second time); an NMI while the console is held, whose handler logs.
@@ -27,7 +28,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use handoff::bootinfo::BootInfo;
 use handoff::sim_hypercall::{
-    NMI_COMPLETES, NMI_COUNTER, NMI_STORM, NMIS_INJECTED, REFUSE_NMI_COMPLETE,
+    NMI_AT, NMI_COMPLETES, NMI_COUNTER, NMI_STORM, NMIS_INJECTED, REFUSE_NMI_COMPLETE,
 };
 use sev::guest::{vmmcall, vmmcall3};
 use x86::interrupts::InterruptFrame;
@@ -258,6 +259,31 @@ pub(super) fn worst_cases(info: &BootInfo) -> Result<(), &'static str> {
         inj - inj0,
         done - done0
     );
+
+    // An NMI at each instruction of the exit window of the first NMI's handler (placed with a
+    // breakpoint: no exit happens there): it must make the handler run once more.
+    for (i, at) in x86::interrupts::nmi_exit_window().into_iter().enumerate() {
+        let (runs0, (inj0, done0)) = (runs(cpu), sim_nmi_counters());
+        CPUS[cpu].max_depth.store(0, Ordering::Release);
+        let r = vmmcall(NMI_AT, at);
+        ensure!(r == 0, "NMI_AT refused", "answer {r:#x}");
+        hooked(NOTHING, || {
+            nmi_storm(1, 0, 0)?;
+            wait_runs(info, cpu, runs0 + 2, 1000)
+        })?;
+        let (inj, done) = sim_nmi_counters();
+        let (n, depth) = (
+            runs(cpu) - runs0,
+            CPUS[cpu].max_depth.load(Ordering::Acquire),
+        );
+        ensure!(
+            n == 2 && inj - inj0 == 2 && done - done0 == 2 && depth == 1,
+            "an NMI in the NMI exit window was lost, repeated or nested",
+            "instruction {i} ({at:#x}): {n} runs (nested {depth} deep), {} injected, {} completed",
+            inj - inj0,
+            done - done0
+        );
+    }
 
     // An NMI at the first instruction of a #VC handler (CPUID's), whose handler reads the HPET
     // (a #VC delivered on the general IST stack, which the interrupted entry still uses).
