@@ -65,16 +65,26 @@ pub fn calibrate_with_hpet() -> Result<u64, CalibrationError> {
         return Err(CalibrationError::BadPeriod(period));
     }
     let config = read(HPET_CONFIG);
-    if config & HPET_ENABLE == 0 {
-        // SAFETY: the configuration register of the HPET mapped above; enabling the main
-        // counter only starts it (no interrupts are routed).
-        unsafe {
-            core::ptr::write_volatile(
-                (HPET_BASE + HPET_CONFIG) as *mut u64,
-                config | HPET_ENABLE,
-            )
-        };
+    let enabled_here = config & HPET_ENABLE == 0;
+    if enabled_here {
+        write_config(config | HPET_ENABLE);
     }
+    let measured = measure(period);
+    if enabled_here {
+        // As the firmware left it: a running HPET may fire the timers it programmed.
+        write_config(config);
+    }
+    measured
+}
+
+fn write_config(value: u64) {
+    // SAFETY: the configuration register of the HPET mapped above; its enable bit only starts
+    // or stops the main counter.
+    unsafe { core::ptr::write_volatile((HPET_BASE + HPET_CONFIG) as *mut u64, value) };
+}
+
+/// Times [`WINDOW_FS`] of the running HPET counter (period `period` fs) with the TSC.
+fn measure(period: u64) -> Result<u64, CalibrationError> {
     let ticks = WINDOW_FS / period;
     let start = read(HPET_COUNTER);
     let tsc0 = x86::tsc::rdtsc();

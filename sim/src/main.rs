@@ -426,7 +426,10 @@ fn finish(vm: &Vm, id: u32, stop: Stop, state: Option<vcpu::GuestState>) -> ! {
             if let Some(state) = state {
                 serial_println!("sim: vcpu {id} state: {state}");
             }
-            end(ExitStatus::SimError)
+            end(match e {
+                vcpu::SimError::HostLostGuestState => ExitStatus::VoidRun,
+                _ => ExitStatus::SimError,
+            })
         }
     }
 }

@@ -26,10 +26,24 @@ fn log_path(name: &str) -> PathBuf {
     log
 }
 
+/// Runs `cfg`. A simulator run that comes back void (QEMU's TCG lost a vCPU's guest state, which
+/// the simulator detects and reports with its own status: `sim::vcpu::SimError`) says nothing
+/// about the guest and is run again, at most [`VOID_RUN_RETRIES`] times, saying so.
 fn run(cfg: &RunConfig) -> Outcome {
     let fw = qemu::ensure_prerequisites().expect("QEMU and OVMF");
-    qemu::run(cfg, &fw, false).expect("run QEMU")
+    let mut out = qemu::run(cfg, &fw, false).expect("run QEMU");
+    for _ in 0..VOID_RUN_RETRIES {
+        if out.status != Some(qemu::EXIT_VOID_RUN) {
+            break;
+        }
+        eprintln!("void run (QEMU lost a vCPU's guest state), running again");
+        out = qemu::run(cfg, &fw, false).expect("run QEMU");
+    }
+    out
 }
+
+/// How often a void simulator run is repeated.
+const VOID_RUN_RETRIES: u32 = 5;
 
 /// Boots `efi` with `cpus` vCPUs and `cmdline`; `name` names the serial log under target/test-logs.
 pub fn boot_image(name: &str, efi: PathBuf, cpus: u32, cmdline: &str) -> Outcome {

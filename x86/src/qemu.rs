@@ -22,6 +22,9 @@ pub enum ExitStatus {
     /// The simulator ended the run on an error (the guest broke a rule, shut down, or asked
     /// for something the simulator refuses): QEMU exits with 39.
     SimError = 0x13,
+    /// The simulator found that its host (QEMU's TCG) lost a vCPU's guest state: the run says
+    /// nothing about the guest, and a harness may run it again. QEMU exits with 41.
+    VoidRun = 0x14,
 }
 
 impl ExitStatus {

@@ -22,6 +22,8 @@ pub const EXIT_GUEST_TERMINATED: i32 = ExitStatus::GuestTerminated.qemu_status()
 /// ... when the simulator ended the run on an error (triple fault, protocol violation, an IGVM
 /// file it refuses).
 pub const EXIT_SIM_ERROR: i32 = ExitStatus::SimError.qemu_status();
+/// ... when the simulator found that QEMU lost a vCPU's guest state: the run is void.
+pub const EXIT_VOID_RUN: i32 = ExitStatus::VoidRun.qemu_status();
 /// The CPU of a simulator run: SVM with nested paging for the simulator, and 48 physical
 /// address bits so that the simulated C-bit (bit 47) is a valid address bit.
 const SIM_CPU: &str = "EPYC-Milan,+svm,+npt,phys-bits=48";
@@ -220,6 +222,7 @@ impl Outcome {
             Some(EXIT_FAILURE) => "guest reported failure".into(),
             Some(EXIT_GUEST_TERMINATED) => "simulator: guest requested termination".into(),
             Some(EXIT_SIM_ERROR) => "simulator error".into(),
+            Some(EXIT_VOID_RUN) => "void run: QEMU lost a vCPU's guest state".into(),
             Some(0) => "QEMU exited 0: triple fault or reset".into(),
             Some(s) => format!("QEMU exit status {s}"),
         }
