@@ -39,8 +39,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 use handoff::bootinfo::BootInfo;
 use sev::guest::{
-    GhcbChannel, GhcbPage, LaunchTables, Plan, SevEsPlan, TakeoverSteps,
-    check_sev_cpuid,
+    GhcbChannel, GhcbPage, LaunchTables, Plan, SevEsPlan, TakeoverSteps, check_sev_cpuid,
 };
 use sev::msr_protocol::SevInfo;
 use sev::termination::{GuestReason, TerminationReason};

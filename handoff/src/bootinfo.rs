@@ -293,14 +293,14 @@ mod tests {
             assert!(b.is_firmware_page(ok), "{ok:#x}");
         }
         for bad in [
-            0,              // page 0
-            0x1000,         // usable RAM
-            0x9_f800,       // not page-aligned
-            0x10_0000,      // the stage's memory
-            0xfee0_0000,    // a device
-            0x7f00_6000,    // past the runtime region
-            0x1_0000_0000,  // reserved, but above 4 GiB
-            0x2_0000_0000,  // not in the map
+            0,             // page 0
+            0x1000,        // usable RAM
+            0x9_f800,      // not page-aligned
+            0x10_0000,     // the stage's memory
+            0xfee0_0000,   // a device
+            0x7f00_6000,   // past the runtime region
+            0x1_0000_0000, // reserved, but above 4 GiB
+            0x2_0000_0000, // not in the map
         ] {
             assert!(!b.is_firmware_page(bad), "{bad:#x}");
         }

@@ -94,9 +94,8 @@ static FSGSBASE: spin::Once<bool> = spin::Once::new();
 /// encrypted VMSA, and the simulator does not serve a WRMSR of it (it would be a #VC it refuses
 /// with #GP); CR4 writes do not exit.
 fn enable_fsgsbase() -> bool {
-    let has = *FSGSBASE.call_once(|| {
-        x86::msr::cpuid(0, 0).eax >= 7 && x86::msr::cpuid(7, 0).ebx & 1 != 0
-    });
+    let has = *FSGSBASE
+        .call_once(|| x86::msr::cpuid(0, 0).eax >= 7 && x86::msr::cpuid(7, 0).ebx & 1 != 0);
     if !has {
         return false;
     }
@@ -134,7 +133,9 @@ pub fn try_current() -> Option<&'static PerCpu> {
     }
     let base: u64;
     // SAFETY: CR4.FSGSBASE is set (checked above), so RDGSBASE works.
-    unsafe { core::arch::asm!("rdgsbase {}", out(reg) base, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rdgsbase {}", out(reg) base, options(nomem, nostack, preserves_flags))
+    };
     // SAFETY: with CR4.FSGSBASE set, the GS base was written by `install` (the trampoline and
     // the stage leave CR4.FSGSBASE clear) and points at a 'static PerCpu.
     (base != 0).then(|| unsafe { &*(base as *const PerCpu) })

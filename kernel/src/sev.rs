@@ -48,7 +48,9 @@ static CHANNELS: [GhcbChannel; MAX_CPUS] = {
         i += 1;
     }
     // SAFETY: every element was initialised above; MaybeUninit<T> has T's layout.
-    unsafe { core::mem::transmute::<[MaybeUninit<GhcbChannel>; MAX_CPUS], [GhcbChannel; MAX_CPUS]>(c) }
+    unsafe {
+        core::mem::transmute::<[MaybeUninit<GhcbChannel>; MAX_CPUS], [GhcbChannel; MAX_CPUS]>(c)
+    }
 };
 
 /// The kernel's page tables as the #VC core walks them (identity, C-bit in table pointers and
@@ -144,7 +146,10 @@ pub fn init_ap(index: usize) {
 /// Installs the AP jump table at `gpa` (reserved by the stage, below 4 GiB) with `reset_vector`
 /// (CS, IP) and registers it with the hypervisor (AP_JUMP_TABLE). Call before starting any AP:
 /// the launch's APs park on it.
-pub fn install_ap_jump_table(gpa: u64, reset_vector: (u16, u16)) -> Result<ApJumpTable, ApJumpTableError> {
+pub fn install_ap_jump_table(
+    gpa: u64,
+    reset_vector: (u16, u16),
+) -> Result<ApJumpTable, ApJumpTableError> {
     // SAFETY: the stage reserved the page for this (bootloader memory, identity-mapped private
     // by the kernel's tables) and no AP has been started, so none runs from it.
     let table = unsafe { ApJumpTable::install(gpa) }.map_err(|_| ApJumpTableError::BadPage(gpa))?;
@@ -167,8 +172,9 @@ pub fn install_ap_jump_table(gpa: u64, reset_vector: (u16, u16)) -> Result<ApJum
 pub fn firmware_ap_jump_table() -> Result<u64, ApJumpTableError> {
     channel()
         .with(|ch| match ch.ghcb.as_mut() {
-            Some(ghcb) => sev::nae::ap_jump_table_get(ghcb)
-                .map_err(|e| TerminationReason::from(e.reason())),
+            Some(ghcb) => {
+                sev::nae::ap_jump_table_get(ghcb).map_err(|e| TerminationReason::from(e.reason()))
+            }
             None => Err(TerminationReason::from(
                 sev::termination::GuestReason::GhcbRegistration,
             )),

@@ -88,7 +88,10 @@ impl fmt::Display for SmpError {
             Self::Acpi(e) => write!(f, "{e}"),
             Self::BootCpuNotInMadt(id) => write!(f, "boot CPU (APIC {id}) not in the MADT"),
             Self::BootCpuNotVcpu0(id) => {
-                write!(f, "boot CPU has APIC ID {id}; under SEV-ES it must be vCPU 0")
+                write!(
+                    f,
+                    "boot CPU has APIC ID {id}; under SEV-ES it must be vCPU 0"
+                )
             }
             Self::OutOfMemory => write!(f, "no memory for AP stacks"),
             Self::Start(e) => write!(f, "{e}"),
@@ -241,11 +244,12 @@ fn start_aps(info: &BootInfo, apic: LocalApic, aps: &'static [PerCpu]) -> Result
     let encryption_mask = if info.sev_es() { info.c_bit } else { 0 };
     if info.sev_es() {
         point_firmware_jump_table(info, trampoline.reset_vector())?;
-        let table = crate::sev::install_ap_jump_table(info.ap_jump_table, trampoline.reset_vector())
-            .map_err(|e| {
-                log::error!("{e}");
-                SmpError::JumpTable
-            })?;
+        let table =
+            crate::sev::install_ap_jump_table(info.ap_jump_table, trampoline.reset_vector())
+                .map_err(|e| {
+                    log::error!("{e}");
+                    SmpError::JumpTable
+                })?;
         log::debug!(
             "AP jump table at {:#x}, reset vector {:04x}:0000",
             table.gpa(),
@@ -332,8 +336,13 @@ impl Starter {
             // heap and the trampoline page; the stack is this AP's alone, unused while it is
             // offline (it parks before it goes).
             unsafe {
-                self.trampoline
-                    .wake_ap(&self.apic, ap.apic_id, &params, WAKE_RETRY_MS, AP_TIMEOUT_MS)
+                self.trampoline.wake_ap(
+                    &self.apic,
+                    ap.apic_id,
+                    &params,
+                    WAKE_RETRY_MS,
+                    AP_TIMEOUT_MS,
+                )
             }
         } else {
             if !initialized {

@@ -112,11 +112,17 @@ mod tests {
             })
         );
         // mov cr8, rax
-        assert_eq!(decode(&[0x44, 0x0f, 0x22, 0xc0], true).map(|m| m.cr), Some(8));
+        assert_eq!(
+            decode(&[0x44, 0x0f, 0x22, 0xc0], true).map(|m| m.cr),
+            Some(8)
+        );
         // Outside 64-bit mode 0x41 is `inc ecx`, not a prefix.
         assert_eq!(decode(&[0x41, 0x0f, 0x22, 0xd9], false), None);
         // LOCK: CR8 from 32-bit code.
-        assert_eq!(decode(&[0xf0, 0x0f, 0x22, 0xc0], false).map(|m| m.cr), Some(8));
+        assert_eq!(
+            decode(&[0xf0, 0x0f, 0x22, 0xc0], false).map(|m| m.cr),
+            Some(8)
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 extern crate alloc;
 
 pub mod counters;
-pub mod cr_write;
 pub mod cpuid;
+pub mod cr_write;
 pub mod igvm;
 pub mod nmi_storm;
 pub mod options;

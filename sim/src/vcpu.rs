@@ -664,7 +664,12 @@ impl Vcpu {
         info & (VALID | 0x700 | 0xff) == VALID | TYPE_EXCEPTION | PAGE_FAULT
             && vm
                 .mem
-                .translate_in(self.vmcb.get(off::CR3), self.vmcb.get(off::CR2), false, self.npt)
+                .translate_in(
+                    self.vmcb.get(off::CR3),
+                    self.vmcb.get(off::CR2),
+                    false,
+                    self.npt,
+                )
                 .is_ok()
     }
 

@@ -388,9 +388,20 @@ mod tests {
         // An SEV C-bit in CR3 is fine, any other high bit is not.
         let c = 1 << 47;
         let sev = good.with_encryption_mask(c);
-        assert_eq!(ApParams { cr3: c | 0x7000, ..sev }.check(), Ok(()));
         assert_eq!(
-            ApParams { cr3: c | cr3, ..sev }.check(),
+            ApParams {
+                cr3: c | 0x7000,
+                ..sev
+            }
+            .check(),
+            Ok(())
+        );
+        assert_eq!(
+            ApParams {
+                cr3: c | cr3,
+                ..sev
+            }
+            .check(),
             Err(ApStartError::Cr3Above4GiB(c | cr3))
         );
         assert_eq!(

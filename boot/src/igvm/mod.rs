@@ -31,8 +31,8 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 use handoff::bootinfo::BootInfo;
 use handoff::launch::{
-    AP_JUMP_TABLE_GPA, AP_TRAMPOLINE_GPA, MAX_VCPUS, PAGE_TABLE_PAGES, PAGE_TABLES_GPA,
-    PARAM_GPA, ParamArea, SHARED_ALIAS,
+    AP_JUMP_TABLE_GPA, AP_TRAMPOLINE_GPA, MAX_VCPUS, PAGE_TABLE_PAGES, PAGE_TABLES_GPA, PARAM_GPA,
+    ParamArea, SHARED_ALIAS,
 };
 use handoff::payload::Header;
 use sev::guest::{ApJumpTable, DecoderHeap, GhcbChannel, GhcbPage, LaunchTables};

@@ -12,7 +12,8 @@ use handoff::bootinfo::BootInfo;
 const CYCLES: u32 = 100;
 
 /// Per CPU index, the probes that ran on it.
-static PROBES: [AtomicU32; crate::sev::MAX_CPUS] = [const { AtomicU32::new(0) }; crate::sev::MAX_CPUS];
+static PROBES: [AtomicU32; crate::sev::MAX_CPUS] =
+    [const { AtomicU32::new(0) }; crate::sev::MAX_CPUS];
 
 /// Work for an AP just back online: CPUID and a port read (each a #VC under SEV-ES), counted
 /// per CPU when both answered sensibly.
@@ -39,7 +40,10 @@ pub fn offline_online(_: &BootInfo) -> Result<(), &'static str> {
             return Err("onlining an online AP was not refused");
         }
     }
-    let before: alloc::vec::Vec<u32> = cpus.iter().map(|c| c.starts.load(Ordering::Acquire)).collect();
+    let before: alloc::vec::Vec<u32> = cpus
+        .iter()
+        .map(|c| c.starts.load(Ordering::Acquire))
+        .collect();
     for _ in 0..CYCLES {
         for cpu in &cpus[1..] {
             smp::offline(cpu.index).map_err(|e| {
@@ -60,10 +64,14 @@ pub fn offline_online(_: &BootInfo) -> Result<(), &'static str> {
         if cpu.starts.load(Ordering::Acquire) != before + CYCLES {
             return Err("an AP's start count is not one per cycle");
         }
-        if PROBES[cpu.index].load(Ordering::Acquire) < CYCLES || !cpu.gs_ok.load(Ordering::Acquire) {
+        if PROBES[cpu.index].load(Ordering::Acquire) < CYCLES || !cpu.gs_ok.load(Ordering::Acquire)
+        {
             return Err("an AP back online did not find its per-CPU data or its #VC answers");
         }
     }
-    log::info!("{} APs went offline and online {CYCLES} times each", cpus.len() - 1);
+    log::info!(
+        "{} APs went offline and online {CYCLES} times each",
+        cpus.len() - 1
+    );
     Ok(())
 }

@@ -26,9 +26,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use x86::interrupts::{InterruptFrame, fatal};
 
-use super::{
-    InterruptRegs, LaunchTables, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb,
-};
+use super::{InterruptRegs, LaunchTables, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb};
 use crate::ghcb::Ghcb;
 use crate::hv_features::{self, GuestKind, HvFeatures};
 use crate::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
