@@ -144,16 +144,26 @@ pub fn expect_success(out: &Outcome, message: &str) {
     expect_status(out, qemu::EXIT_SUCCESS, message);
 }
 
+/// The `key=number` pairs of the first line of `serial` that starts with `prefix` (a
+/// machine-readable line such as `SIM-COUNTERS vcpu=0 ...`); panics naming the prefix if there
+/// is none.
+pub fn tagged_line(serial: &str, prefix: &str) -> Vec<(String, u64)> {
+    let line = serial
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{serial}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("a number")))
+        .collect()
+}
+
 /// The value of counter `name` in the simulator's `SIM-COUNTERS vcpu={vcpu} ` line of `serial`
 /// (0 when the line leaves it out, as it does for zero event counters).
 pub fn sim_counter(serial: &str, vcpu: u32, name: &str) -> u64 {
-    let prefix = format!("SIM-COUNTERS vcpu={vcpu} ");
-    let line = serial
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{serial}"));
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map_or(0, |(_, v)| v.parse().expect("a counter is a number"))
+    tagged_line(serial, &format!("SIM-COUNTERS vcpu={vcpu} "))
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map_or(0, |(_, v)| v)
 }

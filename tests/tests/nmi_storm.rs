@@ -17,7 +17,7 @@
 //!   NMIs/s over the 4 vCPUs) lightly loaded, 29.6 s with other builds running; 1 vCPU handles
 //!   about 2,900 NMIs/s.
 
-use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm};
+use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm, tagged_line};
 use xtask::qemu::EXIT_GUEST_TERMINATED;
 
 /// Boots `test=<case>` on `cpus` vCPUs and checks that it passed; returns the serial output and
@@ -36,15 +36,7 @@ fn run_case(case: &str, cpus: u32) -> (String, f64) {
 
 /// The `NMI-STORM cpu=N ...` line of vCPU `cpu` as (key, value) pairs.
 fn storm_line(serial: &str, cpu: u32) -> Vec<(String, u64)> {
-    let prefix = format!("NMI-STORM cpu={cpu} ");
-    let line = serial
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{serial}"));
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.parse().expect("a number")))
-        .collect()
+    tagged_line(serial, &format!("NMI-STORM cpu={cpu} "))
 }
 
 fn value(pairs: &[(String, u64)], key: &str) -> u64 {
