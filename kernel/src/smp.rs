@@ -243,7 +243,11 @@ fn start_aps(info: &BootInfo, apic: LocalApic, aps: &'static [PerCpu]) -> Result
         unsafe { Trampoline::install(info.ap_trampoline, info.tsc_hz) }.map_err(SmpError::Start)?;
     let encryption_mask = if info.sev_es() { info.c_bit } else { 0 };
     if info.sev_es() {
-        point_firmware_jump_table(info, trampoline.reset_vector())?;
+        // Only a firmware (the EFI entry) parks APs on a table of its own; from IGVM the APs
+        // start in the stage, and nothing the hypervisor says there is worth a write.
+        if info.vp_count == 0 {
+            point_firmware_jump_table(info, trampoline.reset_vector())?;
+        }
         let table =
             crate::sev::install_ap_jump_table(info.ap_jump_table, trampoline.reset_vector())
                 .map_err(|e| {
