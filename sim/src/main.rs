@@ -363,9 +363,6 @@ impl HostCpu {
         unsafe { x86::interrupts::load_idt() };
         // SAFETY: `hsave` is this CPU's page for as long as SVM runs (forever).
         unsafe { svm::enable(self.hsave.address()) };
-        // SAFETY: 64-bit code on the firmware's page tables, which map everything the simulator
-        // writes (its image's data, its allocations) writable.
-        unsafe { svm::match_guest_switch_bits() };
         let vmsa = if id == 0 {
             vm.vcpus[0]
                 .launch

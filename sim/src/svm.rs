@@ -253,33 +253,6 @@ pub unsafe fn enable(hsave: u64) {
     }
 }
 
-/// Gives the running CPU the guest's values of the CR0/CR4 bits QEMU's TCG compares on a world
-/// switch: when CR0.PG/WP/PE or CR4.PGE/PAE/PSE/SMEP/SMAP/LA57 differ between host and guest,
-/// each VMRUN and #VMEXIT flushes the whole TLB and jump cache once more, on top of the flush
-/// of the CR3 reload. Guests on the launch contract run with CR0.WP set and none of PGE, PSE,
-/// SMEP, SMAP (`handoff::launch::ENTRY_CR0/ENTRY_CR4`), and the simulator needs none of them:
-/// only global pages (PGE) and supervisor-mode protections it does not rely on go.
-///
-/// # Safety
-/// Called in 64-bit mode with paging on; nothing the simulator writes is mapped read-only
-/// (CR0.WP makes such writes fault).
-pub unsafe fn match_guest_switch_bits() {
-    const CR0_WP: u64 = 1 << 16;
-    const CR4_PSE: u64 = 1 << 4;
-    const CR4_PGE: u64 = 1 << 7;
-    const CR4_SMEP: u64 = 1 << 20;
-    const CR4_SMAP: u64 = 1 << 21;
-    let cr0 = x86::cr::read_cr0() | CR0_WP;
-    let cr4 = x86::cr::read_cr4() & !(CR4_PSE | CR4_PGE | CR4_SMEP | CR4_SMAP);
-    // SAFETY: per the caller: WP only makes writes to read-only pages fault; clearing PGE
-    // flushes global translations, PSE is ignored in long mode, and SMEP/SMAP only restrict
-    // supervisor access to user pages.
-    unsafe {
-        core::arch::asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
-        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
-    }
-}
-
 /// Runs the guest of `state` until its next #VMEXIT.
 ///
 /// # Safety
