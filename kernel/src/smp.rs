@@ -174,6 +174,15 @@ pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
                     .filter(|c| c.apic_id != bsp_id)
                     .map(|c| c.apic_id),
             );
+            // Under SEV-ES every CPU needs one of the kernel's GHCB channels.
+            if info.sev_es() && ids.len() >= crate::sev::MAX_CPUS {
+                log::warn!(
+                    "SEV-ES: {} CPUs in the MADT, the kernel has GHCBs for {}; the rest stay parked",
+                    ids.len() + 1,
+                    crate::sev::MAX_CPUS
+                );
+                ids.truncate(crate::sev::MAX_CPUS - 1);
+            }
             ids
         }
         None => {
