@@ -154,32 +154,27 @@ pub fn install_ap_jump_table(
     // by the kernel's tables) and no AP has been started, so none runs from it.
     let table = unsafe { ApJumpTable::install(gpa) }.map_err(|_| ApJumpTableError::BadPage(gpa))?;
     table.set_reset_vector(reset_vector.0, reset_vector.1);
-    channel()
-        .with(|ch| match ch.ghcb.as_mut() {
-            Some(ghcb) => sev::nae::ap_jump_table_set(ghcb, gpa)
-                .map_err(|e| TerminationReason::from(e.reason())),
-            None => Err(TerminationReason::from(
-                sev::termination::GuestReason::GhcbRegistration,
-            )),
-        })
+    nae_request(|ghcb| sev::nae::ap_jump_table_set(ghcb, gpa))
         .map_err(ApJumpTableError::Refused)?;
     Ok(table)
+}
+
+/// Runs the NAE request `f` through the running CPU's GHCB; what the hypervisor refused, or a
+/// GHCB that is not up yet, comes back as the reason to give up with.
+fn nae_request<R>(
+    f: impl FnOnce(&mut sev::hw::HwGhcb<'_>) -> Result<R, sev::nae::NaeError>,
+) -> Result<R, TerminationReason> {
+    channel().with(|ch| match ch.ghcb.as_mut() {
+        Some(ghcb) => f(ghcb).map_err(|e| TerminationReason::from(e.reason())),
+        None => Err(sev::termination::GuestReason::GhcbRegistration.into()),
+    })
 }
 
 /// The AP jump table the firmware registered (AP_JUMP_TABLE GET; 0 when none was): under an
 /// SEV-ES firmware (OVMF) its APs park there and wake through its reset vector. The hypervisor
 /// answers: the caller checks the page before writing to it.
 pub fn firmware_ap_jump_table() -> Result<u64, ApJumpTableError> {
-    channel()
-        .with(|ch| match ch.ghcb.as_mut() {
-            Some(ghcb) => {
-                sev::nae::ap_jump_table_get(ghcb).map_err(|e| TerminationReason::from(e.reason()))
-            }
-            None => Err(TerminationReason::from(
-                sev::termination::GuestReason::GhcbRegistration,
-            )),
-        })
-        .map_err(ApJumpTableError::Refused)
+    nae_request(|ghcb| sev::nae::ap_jump_table_get(ghcb)).map_err(ApJumpTableError::Refused)
 }
 
 /// Why the AP jump table could not be set up.
