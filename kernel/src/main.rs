@@ -103,7 +103,12 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     });
     // SAFETY: as above; no write to the BootInfo follows.
     let info = unsafe { &*info_ptr };
-    x86::serial::init();
+    // The stage set COM1 up; only a kernel that cannot trust its hand-over sets it up again.
+    if valid.is_ok() {
+        x86::serial::adopt();
+    } else {
+        x86::serial::init();
+    }
     if let Err(e) = valid {
         x86::serial_println!("kernel: unusable BootInfo from the stage: {e:?}");
         shutdown::exit(ExitStatus::Failure);

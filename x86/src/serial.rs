@@ -116,6 +116,16 @@ pub fn init() {
     }
 }
 
+/// Takes over COM1 as an earlier program on this CPU (the stage) left it after its [`init`],
+/// without touching the device. Under SEV-ES every register access of a set-up is a #VC and a
+/// VMGEXIT (22 of them for [`init`]), and the stage's set-up still holds.
+pub fn adopt() {
+    // SAFETY: as in `init`; constructing the port accesses no register.
+    if let Ok(port) = unsafe { Uart16550::new_port(COM1) } {
+        CONSOLE.lock().port = Some(port);
+    }
+}
+
 /// From now on, sends each buffer of output with one `rep outsb` to the data port, without
 /// polling the line status (see the module docs): for a console whose port accesses are each
 /// an exit to a hypervisor. Every CPU's output changes; calling it again changes nothing.
