@@ -479,14 +479,10 @@ pub fn ap_reset_hold<M: GhcbMsr + ?Sized>(msr: &mut M) -> Result<(), MsrProtocol
     }
 }
 
-/// Terminates the guest. Never returns: if the hypervisor resumes the guest
-/// anyway, the request is repeated forever.
+/// Terminates the guest with `reason` (a guest chooses it with
+/// [`settle`](crate::termination::settle), which also logs it). Never returns:
+/// if the hypervisor resumes the guest anyway, the request is repeated forever.
 pub fn terminate<M: GhcbMsr + ?Sized>(msr: &mut M, reason: TerminationReason) -> ! {
-    log::error!(
-        "terminating: reason set {} code {:#x}",
-        reason.set(),
-        reason.code()
-    );
     let value = MsrRequest::Terminate(reason).encode();
     loop {
         msr.write(value);

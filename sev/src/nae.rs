@@ -531,13 +531,10 @@ pub fn hv_features<T: GhcbTransport + ?Sized>(t: &mut T) -> Result<HvFeatures, N
     ))
 }
 
-/// Terminates through the GHCB. Never returns: a resumed guest asks again.
+/// Terminates through the GHCB with `reason` (a guest chooses it with
+/// [`settle`](crate::termination::settle), which also logs it). Never returns:
+/// a resumed guest asks again.
 pub fn terminate<T: GhcbTransport + ?Sized>(t: &mut T, reason: TerminationReason) -> ! {
-    log::error!(
-        "terminating: reason set {} code {:#x}",
-        reason.set(),
-        reason.code()
-    );
     loop {
         // The reply does not matter: a hypervisor that resumes us is asked
         // again.

@@ -7,6 +7,8 @@
 //! decide that the hypervisor cannot be trusted any further has one code, so a
 //! host log line says exactly what went wrong without a guest console.
 
+use core::sync::atomic::{AtomicU16, Ordering};
+
 /// Reason set defined by the GHCB specification.
 pub const REASON_SET_GHCB: u8 = 0;
 /// Reason set whose codes this project defines ([`GuestReason`]).
@@ -45,6 +47,34 @@ impl TerminationReason {
         } else {
             None
         }
+    }
+}
+
+/// The guest's termination reason once one is chosen ([`settle`]), as `0x8000 | set << 8 | code`;
+/// 0 before.
+static SETTLED: AtomicU16 = AtomicU16::new(0);
+
+/// Chooses the reason the guest terminates with: `reason` if it is the first, which is logged,
+/// else the first one again, silently. The guest's ways of asking to terminate call this first
+/// (`sev::guest`), then [`msr_protocol::terminate`](crate::msr_protocol::terminate) or
+/// [`nae::terminate`](crate::nae::terminate) with its answer.
+///
+/// The log line is console output, which under SEV-ES is a #VC, and a #VC that fails asks to
+/// terminate again: logging every time could recurse until the stack is gone, and the
+/// hypervisor would hear of the last failure, not the first. Another CPU that terminates
+/// meanwhile sends the same reason.
+pub fn settle(reason: TerminationReason) -> TerminationReason {
+    let wire = 0x8000 | u16::from(reason.set) << 8 | u16::from(reason.code);
+    match SETTLED.compare_exchange(0, wire, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            log::error!(
+                "terminating: reason set {} code {:#x}",
+                reason.set,
+                reason.code
+            );
+            reason
+        }
+        Err(first) => TerminationReason::new((first >> 8) as u8, first as u8),
     }
 }
 
@@ -187,6 +217,15 @@ impl GuestReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The only test of this binary that settles a reason (the choice is program-wide).
+    #[test]
+    fn the_first_reason_settled_is_the_one_sent() {
+        let first = TerminationReason::from(GuestReason::NestedVc);
+        assert_eq!(settle(first), first);
+        assert_eq!(settle(GhcbReason::ProtocolUnsupported.into()), first);
+        assert_eq!(settle(TerminationReason::new(0xf, 0xff)), first);
+    }
 
     #[test]
     fn guest_codes_round_trip_and_are_dense() {

@@ -281,6 +281,7 @@ impl GhcbChannel {
     /// Asks the hypervisor to terminate the guest with `reason` (never returns): through the
     /// GHCB when it is up and free, else through the MSR protocol, which works at any time.
     pub fn terminate(&self, reason: TerminationReason) -> ! {
+        let reason = crate::termination::settle(reason);
         if let Some(_state) = self.state.try_lock()
             && self.registered.load(Ordering::Acquire)
         {

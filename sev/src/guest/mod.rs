@@ -47,7 +47,7 @@ use crate::exception::Exception;
 use crate::ghcb::GhcbTransport;
 use crate::msr_protocol::{self, GhcbMsr, SevInfo};
 use crate::sev_status::{SEV_STATUS_MSR, SevStatus};
-use crate::termination::{GuestReason, TerminationReason};
+use crate::termination::{GuestReason, TerminationReason, settle};
 use crate::vc::{
     GuestMemory, InsnFetch, PageWalk, RegisterFrame, VcConfig, VcOutcome, VcPerCpu, handle_vc,
     handle_vc_early,
@@ -116,7 +116,7 @@ where
     let outcome = match ghcb {
         None => handle_vc_early(exit_code, regs, mem, msr, cfg.cpuid_page),
         Some(t) => match handle_vc(exit_code, regs, mem, t, cpu, cfg) {
-            VcOutcome::Terminate(r) => crate::nae::terminate(t, r),
+            VcOutcome::Terminate(r) => crate::nae::terminate(t, settle(r)),
             other => other,
         },
     };
@@ -124,6 +124,6 @@ where
         VcOutcome::Advance(n) => VcNext::Resume(u64::from(n)),
         VcOutcome::Repeat => VcNext::Resume(0),
         VcOutcome::Exception(e) => VcNext::Raise(e),
-        VcOutcome::Terminate(r) => msr_protocol::terminate(msr, r),
+        VcOutcome::Terminate(r) => msr_protocol::terminate(msr, settle(r)),
     }
 }

@@ -12,7 +12,7 @@ use handoff::launch::{MAX_VCPUS, SHARED_ALIAS};
 use sev::ghcb::Ghcb;
 use sev::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
 use sev::msr_protocol::{self, GhcbMsr};
-use sev::termination::{GuestReason, TerminationReason};
+use sev::termination::{self, GuestReason};
 
 /// Stack size of an AP.
 pub const STACK_SIZE: usize = 16 * 1024;
@@ -60,7 +60,7 @@ pub extern "C" fn main(index: u64) -> ! {
     let mut msr = unsafe { HwGhcbMsr::new(&record) };
     let gpa = ghcb_gpa(index);
     let fail = |msr: &mut HwGhcbMsr, r: GuestReason| -> ! {
-        msr_protocol::terminate(msr, TerminationReason::from(r))
+        msr_protocol::terminate(msr, termination::settle(r.into()))
     };
     // An SEV-ES guest registers no GHCB GPA (an SEV-SNP request); the MSR names it.
     msr.write(gpa);
