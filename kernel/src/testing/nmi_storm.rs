@@ -241,47 +241,24 @@ pub(super) fn worst_cases(info: &BootInfo) -> Result<(), &'static str> {
 
     // NMIs right after NMI_COMPLETE: each one arrives before the previous handler's IRETQ.
     const BACK_TO_BACK: u64 = 50;
-    let (runs0, (inj0, done0)) = (runs(cpu), sim_nmi_counters());
-    CPUS[cpu].max_depth.store(0, Ordering::Release);
-    hooked(NOTHING, || {
-        nmi_storm(BACK_TO_BACK, 0, 0)?;
-        wait_runs(info, cpu, runs0 + BACK_TO_BACK, 1000)
-    })?;
-    let (inj, done) = sim_nmi_counters();
-    let (n, depth) = (
-        runs(cpu) - runs0,
-        CPUS[cpu].max_depth.load(Ordering::Acquire),
-    );
+    let t = tally(info, cpu, BACK_TO_BACK, BACK_TO_BACK)?;
     ensure!(
-        n == BACK_TO_BACK && inj - inj0 == n && done - done0 == n && depth == 1,
+        t.is(BACK_TO_BACK),
         "NMIs injected right after NMI_COMPLETE were lost, repeated or nested",
-        "{n} handler runs (nested {depth} deep), {} injected, {} completed",
-        inj - inj0,
-        done - done0
+        "{t}"
     );
 
     // An NMI at each instruction of the exit window of the first NMI's handler (placed with a
     // breakpoint: no exit happens there): it must make the handler run once more.
     for (i, at) in x86::interrupts::nmi_exit_window().into_iter().enumerate() {
-        let (runs0, (inj0, done0)) = (runs(cpu), sim_nmi_counters());
-        CPUS[cpu].max_depth.store(0, Ordering::Release);
+        // Armed first: the breakpoint only fires inside a handler, which the storm starts.
         let r = vmmcall(NMI_AT, at);
         ensure!(r == 0, "NMI_AT refused", "answer {r:#x}");
-        hooked(NOTHING, || {
-            nmi_storm(1, 0, 0)?;
-            wait_runs(info, cpu, runs0 + 2, 1000)
-        })?;
-        let (inj, done) = sim_nmi_counters();
-        let (n, depth) = (
-            runs(cpu) - runs0,
-            CPUS[cpu].max_depth.load(Ordering::Acquire),
-        );
+        let t = tally(info, cpu, 1, 2)?;
         ensure!(
-            n == 2 && inj - inj0 == 2 && done - done0 == 2 && depth == 1,
+            t.is(2),
             "an NMI in the NMI exit window was lost, repeated or nested",
-            "instruction {i} ({at:#x}): {n} runs (nested {depth} deep), {} injected, {} completed",
-            inj - inj0,
-            done - done0
+            "instruction {i} ({at:#x}): {t}"
         );
     }
 
@@ -349,6 +326,50 @@ pub(super) fn worst_cases(info: &BootInfo) -> Result<(), &'static str> {
         runs(cpu) - runs0
     );
     Ok(())
+}
+
+/// What a placement of NMIs did on one CPU: its handler runs and their deepest nesting, and the
+/// NMIs the simulator injected and saw completed meanwhile.
+struct Tally {
+    runs: u64,
+    depth: u32,
+    injected: u64,
+    completed: u64,
+}
+
+impl Tally {
+    /// Exactly `n` NMIs, each injected, handled and completed once, none nested in another.
+    fn is(&self, n: u64) -> bool {
+        self.runs == n && self.injected == n && self.completed == n && self.depth == 1
+    }
+}
+
+impl core::fmt::Display for Tally {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} handler runs (nested {} deep), {} injected, {} completed",
+            self.runs, self.depth, self.injected, self.completed
+        )
+    }
+}
+
+/// Sends `count` storm NMIs to this CPU (`cpu`), whose handler does nothing else, and waits for
+/// `expected` handler runs.
+fn tally(info: &BootInfo, cpu: usize, count: u64, expected: u64) -> Result<Tally, &'static str> {
+    let (runs0, (inj0, done0)) = (runs(cpu), sim_nmi_counters());
+    CPUS[cpu].max_depth.store(0, Ordering::Release);
+    hooked(NOTHING, || {
+        nmi_storm(count, 0, 0)?;
+        wait_runs(info, cpu, runs0 + expected, 1000)
+    })?;
+    let (inj, done) = sim_nmi_counters();
+    Ok(Tally {
+        runs: runs(cpu) - runs0,
+        depth: CPUS[cpu].max_depth.load(Ordering::Acquire),
+        injected: inj - inj0,
+        completed: done - done0,
+    })
 }
 
 /// A refused NMI_COMPLETE from an NMI that interrupted CPUID's #VC right after its VMGEXIT: the
