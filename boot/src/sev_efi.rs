@@ -252,7 +252,9 @@ pub fn handle_vc(frame: &mut InterruptFrame) {
         cpuid_page: None,
         hypercalls: &NoHypercalls,
     };
-    GHCB.handle_vc(frame, &TABLES, &cfg, "stage: ")
+    if let Some(e) = GHCB.handle_vc(frame, &TABLES, &cfg) {
+        GhcbChannel::raised_fatal(frame, e, "stage: ")
+    }
 }
 
 /// An exception nobody handles under SEV-ES: the register dump when printing can work, then

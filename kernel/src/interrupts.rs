@@ -3,9 +3,11 @@
 //!
 //! Nothing is expected to fault in the kernel: every exception prints the register dump and ends
 //! the run with a failure, except the ones the in-kernel tests provoke on purpose (a breakpoint,
-//! a `ud2` inside the breakpoint handler to prove nesting, a self-NMI), which are counted and
-//! resumed, and, under SEV-ES, #VC (`crate::sev`). Under SEV-ES a resumed NMI ends with
-//! NMI_COMPLETE (`crate::sev::nmi_complete`), without which the hypervisor sends no other.
+//! a `ud2` inside the breakpoint handler to prove nesting, a self-NMI, the #DBs a test arms with
+//! [`expect_debug`]), which are counted and resumed, and, under SEV-ES, #VC (`crate::sev`).
+//! Under SEV-ES a resumed NMI ends with NMI_COMPLETE (`crate::sev::nmi_complete`), without which
+//! the hypervisor sends no other, and a #DB may come as a #VC that `crate::sev` hands to
+//! [`debug`].
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -87,6 +89,7 @@ fn handle(frame: &mut InterruptFrame) {
             breakpoint()
         }
         vector::NMI => nmi(frame),
+        vector::DEBUG => debug(frame, DebugVia::Idt),
         crate::smp::WAKE_VECTOR => crate::apic::get().eoi(),
         // A spurious interrupt is not in service: nothing to acknowledge.
         x86::apic::SPURIOUS_VECTOR => {}
@@ -171,4 +174,127 @@ fn breakpoint() {
             )
         };
     }
+}
+
+/// RFLAGS.TF: single-step, a #DB after each instruction.
+pub const RFLAGS_TF: u64 = 1 << 8;
+/// DR6.BS: the #DB was a single-step trap.
+pub const DR6_BS: u64 = 1 << 14;
+/// DR6's value with no debug condition recorded (its reserved bits read as ones).
+const DR6_RESET: u64 = 0xffff_0ff0;
+
+/// How a #DB reached [`debug`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugVia {
+    /// Through IDT vector 1: without SEV-ES, or a #DB the hypervisor does not intercept (ICEBP
+    /// never is: the #DB intercept does not cover it, APM vol. 2 "#DB (Debug)").
+    Idt,
+    /// Handed back by the #VC handler (`crate::sev::handle_vc`): the hypervisor intercepts
+    /// #DB (KVM does unless DebugSwap gives the guest its debug registers; the simulator does),
+    /// which SEV-ES turns into a #VC with exit code 0x41.
+    Vc,
+}
+
+/// One #DB a test armed, as [`debug`] saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebugTrap {
+    /// Where the interrupted code resumes: past the instruction, for a trap.
+    pub rip: u64,
+    /// DR6 as the handler read it.
+    pub dr6: u64,
+    pub via: DebugVia,
+}
+
+/// The most #DBs one arming records ([`debug_traps`]).
+const DEBUG_TRAPS_MAX: usize = 8;
+/// #DBs still expected ([`expect_debug`]).
+static DEBUG_EXPECTED: AtomicUsize = AtomicUsize::new(0);
+/// #DBs taken since the last [`expect_debug`].
+static DEBUG_TAKEN: AtomicUsize = AtomicUsize::new(0);
+/// The first [`DEBUG_TRAPS_MAX`] of them: RIP, DR6, and 1 if it came through #VC.
+static DEBUG_LOG: [[AtomicU64; 3]; DEBUG_TRAPS_MAX] =
+    [const { [const { AtomicU64::new(0) }; 3] }; DEBUG_TRAPS_MAX];
+
+/// Arms [`debug`] for the next `n` #DBs (forgetting those recorded before): each is recorded
+/// and resumed, and the last also clears RFLAGS.TF, ending a single-step.
+pub fn expect_debug(n: usize) {
+    DEBUG_TAKEN.store(0, Ordering::Release);
+    DEBUG_EXPECTED.store(n, Ordering::Release);
+}
+
+/// The #DBs taken since [`expect_debug`] (the first [`DEBUG_TRAPS_MAX`]), in order, and how
+/// many of those expected did not come.
+pub fn debug_traps() -> (alloc::vec::Vec<DebugTrap>, usize) {
+    let taken = DEBUG_TAKEN.load(Ordering::Acquire).min(DEBUG_TRAPS_MAX);
+    let traps = DEBUG_LOG[..taken]
+        .iter()
+        .map(|[rip, dr6, vc]| DebugTrap {
+            rip: rip.load(Ordering::Acquire),
+            dr6: dr6.load(Ordering::Acquire),
+            via: match vc.load(Ordering::Acquire) {
+                0 => DebugVia::Idt,
+                _ => DebugVia::Vc,
+            },
+        })
+        .collect();
+    (traps, DEBUG_EXPECTED.load(Ordering::Acquire))
+}
+
+/// The #DB handler, for a #DB through IDT vector 1 and for one the #VC handler hands back
+/// (Linux's `vc_handle_db_exception` -> `exc_debug`); `frame` is the interrupted context either
+/// way. It reads DR6 once and resets it ([`take_dr6`]).
+///
+/// The kernel has no debugger: nothing sets RFLAGS.TF or enables a breakpoint in DR7 but a
+/// test, which says how many #DBs it expects ([`expect_debug`]). Those are recorded and
+/// resumed. Any other #DB ends the run like every unexpected exception: a line naming it, the
+/// register dump, the failure exit. It is a leaked TF or breakpoint (a bug that resuming would
+/// hide, and a TF that stays set traps again after every instruction) or an event the
+/// hypervisor injected (SEV-ES lets it inject any), and resuming a fault-type #DB (an
+/// instruction breakpoint) without RFLAGS.RF would take it again forever.
+///
+/// No #DB comes from inside the #VC path, so none can loop through it: #VC delivery (an
+/// interrupt gate) clears TF, so neither the #VC handler nor this handler called from it is
+/// ever single-stepped; no breakpoint is armed; a #DB handed back by the #VC handler comes
+/// after the GHCB was released, so this handler's own #VCs (a print) are served normally, and
+/// it never re-enters the #VC core. Either way it runs on the interrupted stack, where the
+/// moving entry stub put it (`x86::interrupts`), not on an IST stack a nested event reuses.
+pub fn debug(frame: &mut InterruptFrame, via: DebugVia) {
+    let dr6 = take_dr6();
+    let Ok(left) =
+        DEBUG_EXPECTED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+    else {
+        x86::serial::force_unlock();
+        x86::serial_println!(
+            "kernel: unexpected #DB ({via:?}) at RIP {:#x}, DR6 {dr6:#x}",
+            frame.rip
+        );
+        fatal(frame)
+    };
+    let i = DEBUG_TAKEN.fetch_add(1, Ordering::AcqRel);
+    if let Some([rip, dr6_slot, vc]) = DEBUG_LOG.get(i) {
+        rip.store(frame.rip, Ordering::Release);
+        dr6_slot.store(dr6, Ordering::Release);
+        vc.store(u64::from(via == DebugVia::Vc), Ordering::Release);
+    }
+    if left == 1 {
+        frame.rflags &= !RFLAGS_TF;
+    }
+}
+
+/// Reads DR6 and writes [`DR6_RESET`] back: the CPU sets DR6's status bits on a #DB and never
+/// clears them, so each #DB must find them clear to tell what caused it.
+///
+/// Under SEV-ES DR6 is guest state (in the VMSA) that the guest reads and writes without an
+/// exit: the GHCB protocol has no NAE event for it, and neither KVM nor the simulator intercept
+/// it (one that did would make this a #VC the #VC core refuses). A #DB the hypervisor
+/// intercepts has updated DR6 before the intercept, as on AMD hardware (KVM's `db_interception`
+/// reads the new bits from the VMCB), so a #DB through #VC reads the same DR6 as one through
+/// the IDT.
+fn take_dr6() -> u64 {
+    let dr6;
+    // SAFETY: reading DR6 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack, preserves_flags)) };
+    // SAFETY: writing DR6 only clears the recorded debug conditions, which were just read.
+    unsafe { asm!("mov dr6, {}", in(reg) DR6_RESET, options(nomem, nostack, preserves_flags)) };
+    dr6
 }

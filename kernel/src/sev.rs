@@ -195,7 +195,10 @@ impl core::fmt::Display for ApJumpTableError {
     }
 }
 
-/// Handles a #VC of the running CPU.
+/// Handles a #VC of the running CPU. A #DB the hypervisor intercepted (exit code 0x41) comes
+/// back from the channel as the exception to raise and goes to the kernel's #DB handler, after
+/// the channel and this #VC's request are done with (`crate::interrupts::debug`); any other
+/// exception the #VC core asks for ends the run (the kernel expects none).
 pub fn handle_vc(frame: &mut InterruptFrame) {
     let cfg = VcConfig {
         cpuid_page: None,
@@ -205,8 +208,15 @@ pub fn handle_vc(frame: &mut InterruptFrame) {
     };
     let cpu = cpu_index();
     let outer = VC_IN_PROGRESS[cpu].swap(frame.error_code, Ordering::AcqRel);
-    CHANNELS[cpu].handle_vc(frame, &TABLES, &cfg, "kernel: ");
+    let raised = CHANNELS[cpu].handle_vc(frame, &TABLES, &cfg);
     VC_IN_PROGRESS[cpu].store(outer, Ordering::Release);
+    match raised {
+        None => {}
+        Some(sev::exception::Exception::Db) => {
+            crate::interrupts::debug(frame, crate::interrupts::DebugVia::Vc)
+        }
+        Some(e) => GhcbChannel::raised_fatal(frame, e, "kernel: "),
+    }
 }
 
 /// What [`nmi_complete`] found.

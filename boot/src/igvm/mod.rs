@@ -212,7 +212,9 @@ pub fn handle_exception(frame: &mut InterruptFrame) {
             cpuid_page: None,
             hypercalls: &NoHypercalls,
         };
-        GHCB.handle_vc(frame, &TABLES, &cfg, "stage: ")
+        if let Some(e) = GHCB.handle_vc(frame, &TABLES, &cfg) {
+            GhcbChannel::raised_fatal(frame, e, "stage: ")
+        }
     } else {
         fatal(frame)
     }

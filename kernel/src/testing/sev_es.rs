@@ -7,8 +7,9 @@
 //! TSC_AUX read back what was written, CPUID through the GHCB agrees with CPUID through the MSR
 //! protocol. Under SEV-ES each also checks that the instruction went through the kernel's #VC
 //! handler and the GHCB: [`via_ghcb`] first makes the GHCB hold another request, then runs the
-//! instruction and finds the GHCB holding its exit code (only the #VC core writes it). The
-//! integration tests (`tests/tests/sev_es_vc.rs`) add the simulator's own counts.
+//! instruction and finds the GHCB holding its exit code (only the #VC core writes it). A #DB
+//! makes no request: [`vc_db`] finds from the kernel's #DB handler which #DBs came as a #VC.
+//! The integration tests (`tests/tests/sev_es_vc.rs`) add the simulator's own counts.
 //!
 //! Cases that also make sense without SEV run in plain QEMU too; the others are listed in
 //! [`ONLY_UNDER_SEV_ES`] with the reason. [`BY_NAME_ONLY`] holds the requests the #VC core
@@ -32,6 +33,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("vc_rdtsc", vc_rdtsc),
     ("vc_rdpmc", vc_rdpmc),
     ("vc_dr7", vc_dr7),
+    ("vc_db", vc_db),
     ("vc_wbinvd", vc_wbinvd),
     ("vc_monitor_mwait", vc_monitor_mwait),
     ("vc_vmmcall", vc_vmmcall),
@@ -474,6 +476,103 @@ fn vc_dr7(_: &BootInfo) -> Result<(), &'static str> {
             "wrote {v:#x}, read {back:#x}"
         );
     }
+    Ok(())
+}
+
+/// Single-stepping and ICEBP. With RFLAGS.TF set, three instructions of different lengths each
+/// end in a #DB with DR6.BS whose RIP is the next instruction's, each ran once (their sum), and
+/// the #DB handler, asked for three, cleared TF at the third, ending the single-step. Then ICEBP
+/// (0xF1) raises a #DB right after itself without DR6.BS (so the handler also reset DR6: its
+/// status bits are sticky). Under SEV-ES the hypervisor intercepts #DB unless DebugSwap gives
+/// the guest its debug registers (the simulator does, as KVM does): each step's #DB comes as a
+/// #VC with exit code 0x41 that the #VC handler hands to the #DB handler; ICEBP's never does,
+/// as on hardware (the #DB intercept does not cover it). The stepped instructions raise no #VC:
+/// one that did would be emulated and skipped without a #DB of its own.
+fn vc_db(info: &BootInfo) -> Result<(), &'static str> {
+    use crate::interrupts::{DR6_BS, DebugVia, RFLAGS_TF, debug_traps, expect_debug};
+    use sev::sev_status::SevStatus;
+    let status = SevStatus::from_msr(info.sev_status);
+    let step_via = if crate::sev::active() && !status.contains(SevStatus::DEBUG_SWAP) {
+        DebugVia::Vc
+    } else {
+        DebugVia::Idt
+    };
+    let mut after = [0u64; 3];
+    let mut sum: u64 = 0;
+    let flags: u64;
+    expect_debug(after.len());
+    // SAFETY: changes only the named registers, `after` and the flags (TF on, then off again
+    // whatever the #DB handler did, so that a broken handler fails the checks below instead of
+    // stepping through the rest of the run); the stack is balanced.
+    unsafe {
+        asm!(
+            "lea {t}, [rip + 3f]",
+            "mov [{after}], {t}",
+            "lea {t}, [rip + 4f]",
+            "mov [{after} + 8], {t}",
+            "lea {t}, [rip + 5f]",
+            "mov [{after} + 16], {t}",
+            "pushfq",
+            "or qword ptr [rsp], 0x100",
+            "popfq",
+            "2:",
+            "inc {sum}",
+            "3:",
+            "add {sum}, 2",
+            "4:",
+            "add {sum}, 0x7f4",
+            "5:",
+            "pushfq",
+            "pop {flags}",
+            "pushfq",
+            "and qword ptr [rsp], -0x101",
+            "popfq",
+            sum = inout(reg) sum,
+            flags = out(reg) flags,
+            t = out(reg) _,
+            after = in(reg) after.as_mut_ptr(),
+        )
+    };
+    let (steps, missing) = debug_traps();
+    ensure!(
+        missing == 0 && steps.len() == after.len(),
+        "single-stepping three instructions did not take three #DBs",
+        "{steps:x?}, {missing} missing"
+    );
+    ensure!(
+        sum == 0x7f7 && flags & RFLAGS_TF == 0,
+        "the stepped instructions did not each run once, or TF stayed set",
+        "sum {sum:#x}, RFLAGS {flags:#x}"
+    );
+    for (trap, rip) in steps.iter().zip(after) {
+        ensure!(
+            trap.rip == rip && trap.dr6 & DR6_BS != 0 && trap.via == step_via,
+            "a single-step #DB at the wrong RIP, without DR6.BS or not as expected",
+            "{trap:x?}, expected RIP {rip:#x} through {step_via:?}"
+        );
+    }
+    expect_debug(1);
+    let icebp_after: u64;
+    // SAFETY: ICEBP raises a #DB, which the handler (armed above) resumes right after it.
+    unsafe {
+        asm!(
+            "lea {a}, [rip + 2f]",
+            ".byte 0xf1",
+            "2:",
+            a = out(reg) icebp_after,
+            options(nomem, nostack),
+        )
+    };
+    let (icebp, missing) = debug_traps();
+    let right = match icebp.as_slice() {
+        [t] => t.rip == icebp_after && t.via == DebugVia::Idt && t.dr6 & DR6_BS == 0,
+        _ => false,
+    };
+    ensure!(
+        right && missing == 0,
+        "ICEBP's #DB did not come through the IDT right after it without DR6.BS",
+        "{icebp:x?}, {missing} missing, expected RIP {icebp_after:#x}"
+    );
     Ok(())
 }
 

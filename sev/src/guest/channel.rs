@@ -27,6 +27,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use x86::interrupts::{InterruptFrame, fatal};
 
 use super::{InterruptRegs, LaunchTables, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb};
+use crate::exception::Exception;
 use crate::ghcb::Ghcb;
 use crate::hv_features::{self, GuestKind, HvFeatures};
 use crate::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
@@ -385,9 +386,15 @@ impl GhcbChannel {
     /// Handles one #VC (vector 29) of this channel's vCPU with the interrupted `frame`: CPUID
     /// through the MSR protocol before the GHCB exists, everything the #VC core emulates
     /// afterwards ([`dispatch_vc`]), on the launch page tables `tables`. The guest never loads
-    /// FS or GS bases (the launch state's 0 holds). An exception the core asks for is not
-    /// expected by either guest: it is reported as `{prefix}#VC exit code .. at RIP .. raised
-    /// ..`, after the channel is released, and ends the run with the register dump (`fatal`).
+    /// FS or GS bases (the launch state's 0 holds).
+    ///
+    /// Returns the exception the core asks for in the interrupted context instead of an
+    /// emulated instruction: an exception the hypervisor intercepted (#DB, #AC: exit codes
+    /// 0x41, 0x51), or a fault of the instruction's emulation. It comes back after the channel
+    /// was released, with `frame` where the #VC left it (RIP at the instruction, or after the
+    /// trap for a #DB), so that the caller's handler for that exception may print, raise #VC
+    /// and return to the interrupted code (Linux's `vc_handle_db_exception` -> `exc_debug`). A
+    /// caller that expects none ends the run with [`raised_fatal`](Self::raised_fatal).
     ///
     /// With the channel held, the holder is code this #VC interrupted (through an NMI whose
     /// handler raised it: the channel serves one vCPU, and its holders do not raise #VC
@@ -395,13 +402,13 @@ impl GhcbChannel {
     /// the #VC core state kept for this case. A #VC inside that one terminates the guest.
     ///
     /// [`with_ghcb_interrupting`]: Self::with_ghcb_interrupting
+    #[must_use = "an exception the #VC core asks for is raised, or ends the run"]
     pub fn handle_vc(
         &self,
         frame: &mut InterruptFrame,
         tables: &LaunchTables,
         cfg: &VcConfig<'_>,
-        prefix: &str,
-    ) {
+    ) -> Option<Exception> {
         let exit_code = frame.error_code;
         // Held on this vCPU means held by the code below us, which cannot let go before we
         // return: the check and the use below do not race.
@@ -437,16 +444,25 @@ impl GhcbChannel {
             })
         };
         match next {
-            VcNext::Resume(n) => frame.rip += n,
-            VcNext::Raise(e) => {
-                x86::serial::force_unlock();
-                x86::serial_println!(
-                    "{prefix}#VC exit code {exit_code:#x} at RIP {:#x} raised {e:?}",
-                    frame.rip
-                );
-                fatal(frame)
+            VcNext::Resume(n) => {
+                frame.rip += n;
+                None
             }
+            VcNext::Raise(e) => Some(e),
         }
+    }
+
+    /// Ends the run for exception `e`, which [`handle_vc`](Self::handle_vc) handed back with
+    /// `frame` to a caller that expects none: `{prefix}#VC exit code .. at RIP .. raised ..`,
+    /// then the register dump (`fatal`).
+    pub fn raised_fatal(frame: &InterruptFrame, e: Exception, prefix: &str) -> ! {
+        x86::serial::force_unlock();
+        x86::serial_println!(
+            "{prefix}#VC exit code {:#x} at RIP {:#x} raised {e:?}",
+            frame.error_code,
+            frame.rip
+        );
+        fatal(frame)
     }
 }
 

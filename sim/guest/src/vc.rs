@@ -14,7 +14,7 @@ use x86::interrupts::InterruptFrame;
 
 use crate::ghcb;
 use crate::memory;
-use sev::guest::SimHypercalls;
+use sev::guest::{GhcbChannel, SimHypercalls};
 
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static LAST_ERROR: AtomicU64 = AtomicU64::new(0);
@@ -30,7 +30,8 @@ pub fn last_error() -> u64 {
 }
 
 /// Handles one #VC: called by the interrupt dispatch with the saved frame. No check expects an
-/// exception from a #VC: `GhcbChannel::handle_vc` reports where and which, then the dump.
+/// exception from a #VC: one handed back is reported (where and which) and ends the run with the
+/// dump (`GhcbChannel::raised_fatal`).
 pub fn handle(frame: &mut InterruptFrame) {
     LAST_ERROR.store(frame.error_code, Ordering::Release);
     COUNT.fetch_add(1, Ordering::AcqRel);
@@ -38,5 +39,7 @@ pub fn handle(frame: &mut InterruptFrame) {
         cpuid_page: None,
         hypercalls: &SimHypercalls,
     };
-    ghcb::CHANNEL.handle_vc(frame, &memory::TABLES, &cfg, "");
+    if let Some(e) = ghcb::CHANNEL.handle_vc(frame, &memory::TABLES, &cfg) {
+        GhcbChannel::raised_fatal(frame, e, "")
+    }
 }
