@@ -22,11 +22,11 @@
 //!    identity address (no alias window on this path: the channel's shared alias is 0, as in
 //!    the kernel), CR3 loaded and the GHCB page's old translation invalidated (INVLPG); the
 //!    first #VC, CPUID 0x8000001F through the MSR protocol, checked against SEV_STATUS and the
-//!    plan; protocol negotiation (version 2) and the GHCB's GPA in the GHCB MSR, without a
-//!    GHCB GPA registration request (KVM terminates an SEV-ES guest that is not SNP when it
-//!    sends one; Linux registers only under SNP). From then on every #VC (IOIO for the
-//!    console, CPUID, MSR, MMIO) goes through the GHCB, including those of code that runs
-//!    on the #PF-driven identity map.
+//!    plan; protocol negotiation (version 2, or 1 from a version 1 hypervisor) and the GHCB's
+//!    GPA in the GHCB MSR, without a GHCB GPA registration request (KVM terminates an SEV-ES
+//!    guest that is not SNP when it sends one; Linux registers only under SNP). From then on
+//!    every #VC (IOIO for the console, CPUID, MSR, MMIO) goes through the GHCB, including
+//!    those of code that runs on the #PF-driven identity map.
 //! 4. The `BootInfo` gets SEV_STATUS, the C-bit and a vCPU count of 0 (the firmware's ACPI
 //!    tables list the CPUs), and the kernel starts as on the IGVM path.
 //!
@@ -233,9 +233,10 @@ impl TakeoverSteps for Steps<'_> {
 
     fn first_ghcb_use(&mut self, info: &SevInfo) {
         serial_println!(
-            "stage: SEV-ES: #VC through the stage's GHCB at {:#x} (shared), GHCB protocol \
-             {}..={}, C-bit {}",
+            "stage: SEV-ES: #VC through the stage's GHCB at {:#x} (shared), GHCB protocol {} \
+             of {}..={}, C-bit {}",
             GHCB.gpa(),
+            info.version.number(),
             info.min,
             info.max,
             info.cbit

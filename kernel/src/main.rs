@@ -135,11 +135,12 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     if early.is_some() {
         log::info!(
             "SEV-ES (SEV_STATUS {:#x}, C-bit {}): #VC through the kernel's GHCB at {:#x}, \
-             hypervisor features {:#x}",
+             GHCB protocol {}, {}",
             info.sev_status,
             info.c_bit.trailing_zeros(),
             sev::boot_ghcb_page(),
-            sev::hv_features().bits()
+            sev::ghcb_version().map_or(0, |v| v.number()),
+            ::sev::hv_features::Offered(sev::hv_features())
         );
     }
     match early.map_or_else(|| bring_up_memory(info), Ok) {

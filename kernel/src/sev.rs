@@ -21,7 +21,9 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use sev::ghcb::GhcbField;
-use sev::guest::{ApJumpTable, GhcbChannel, GhcbPage, LaunchTables};
+use sev::guest::{ApJumpTable, GhcbChannel, GhcbPage, LaunchTables, ParkMode};
+use sev::hv_features::HvFeatures;
+use sev::msr_protocol::GhcbVersion;
 use sev::termination::TerminationReason;
 use sev::vc::GhcbUse;
 use sev::vc::VcConfig;
@@ -115,18 +117,31 @@ pub fn init(c_bit: u64) {
     TABLES.init(position);
     sev::vc::init_decoder();
     match CHANNELS[0].establish(position as u8) {
-        Ok(e) => HV_FEATURES.store(e.hv_features.bits(), Ordering::Release),
+        Ok(e) => {
+            if let Some(f) = e.hv_features {
+                HV_FEATURES.call_once(|| f);
+            }
+        }
         Err(r) => terminate(r),
     }
 }
 
 /// What HV_FEATURES offered on the boot CPU (checked against what the kernel needs by
-/// `GhcbChannel::establish`), for the log.
-static HV_FEATURES: AtomicU64 = AtomicU64::new(0);
+/// `GhcbChannel::establish`), for the log; never set under GHCB protocol version 1.
+static HV_FEATURES: spin::Once<HvFeatures> = spin::Once::new();
 
-/// The hypervisor features the boot CPU's GHCB bring-up was offered.
-pub fn hv_features() -> sev::hv_features::HvFeatures {
-    sev::hv_features::HvFeatures::from_bits_retain(HV_FEATURES.load(Ordering::Acquire))
+/// The hypervisor features the boot CPU's GHCB bring-up was offered: `None` under GHCB
+/// protocol version 1, which has no HV_FEATURES.
+pub fn hv_features() -> Option<HvFeatures> {
+    HV_FEATURES.get().copied()
+}
+
+/// The GHCB protocol version the boot CPU negotiated (the APs negotiate the same with the same
+/// hypervisor, each on its own channel); `None` before [`init`] or without SEV-ES. What the
+/// kernel can ask of the hypervisor depends on it: under version 1 no AP Reset Hold, hence no
+/// CPU offline (`crate::smp`).
+pub fn ghcb_version() -> Option<GhcbVersion> {
+    CHANNELS[0].protocol_version()
 }
 
 /// Brings up the GHCB of the running AP, whose per-CPU data (index `index`) is installed: the
@@ -144,15 +159,21 @@ pub fn init_ap(index: usize) {
 }
 
 /// Installs the AP jump table at `gpa` (reserved by the stage, below 4 GiB) with `reset_vector`
-/// (CS, IP) and registers it with the hypervisor (AP_JUMP_TABLE). Call before starting any AP:
-/// the launch's APs park on it.
+/// (CS, IP) and registers it with the hypervisor (AP_JUMP_TABLE). Call after [`init`] and
+/// before starting any AP: the launch's APs park on it. It parks in AP Reset Hold when the
+/// negotiated GHCB protocol has it (version 2); under version 1 it passes straight through to
+/// the reset vector (`ParkMode`), which is why the reset vector is written first.
 pub fn install_ap_jump_table(
     gpa: u64,
     reset_vector: (u16, u16),
 ) -> Result<ApJumpTable, ApJumpTableError> {
+    let version = ghcb_version().ok_or(ApJumpTableError::Refused(
+        sev::termination::GuestReason::GhcbRegistration.into(),
+    ))?;
     // SAFETY: the stage reserved the page for this (bootloader memory, identity-mapped private
     // by the kernel's tables) and no AP has been started, so none runs from it.
-    let table = unsafe { ApJumpTable::install(gpa) }.map_err(|_| ApJumpTableError::BadPage(gpa))?;
+    let table = unsafe { ApJumpTable::install(gpa, ParkMode::for_version(version)) }
+        .map_err(|_| ApJumpTableError::BadPage(gpa))?;
     table.set_reset_vector(reset_vector.0, reset_vector.1);
     nae_request(|ghcb| sev::nae::ap_jump_table_set(ghcb, gpa))
         .map_err(ApJumpTableError::Refused)?;

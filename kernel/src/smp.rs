@@ -19,7 +19,11 @@
 //!   one wakes it from there, and it goes through the reset vector into the trampoline
 //!   (`Trampoline::wake_ap`, which repeats the pair until the AP arrives). An offline AP parks
 //!   on the jump table the same way; only the jump table page and the trampoline page, which
-//!   the stage reserved, stay in use for it.
+//!   the stage reserved, stay in use for it. AP Reset Hold is GHCB protocol version 2: from a
+//!   version 1 hypervisor the jump table passes straight through to the reset vector
+//!   (`sev::guest::ParkMode`), so the first INIT-SIPI brings a vCPU from its launch state into
+//!   the kernel, and [`offline`] is refused ([`SmpError::NeedsGhcbV2`]): nothing could hold an
+//!   AP that parked.
 //!
 //! An AP that comes back online runs [`ap_main`] again on the same stack and GDT (its old
 //! frames are dead), and under SEV-ES on its registered GHCB.
@@ -79,6 +83,9 @@ pub enum SmpError {
     /// An earlier start-up timed out: an AP may still arrive on the trampoline's parameters, so
     /// no other AP is started.
     TrampolineInUse,
+    /// Taking the AP offline needs AP Reset Hold, which the negotiated GHCB protocol (version
+    /// 1) does not have.
+    NeedsGhcbV2(usize),
     Ipi(ApicError),
 }
 
@@ -104,6 +111,10 @@ impl fmt::Display for SmpError {
             Self::TrampolineInUse => {
                 write!(f, "an AP that timed out may still use the trampoline")
             }
+            Self::NeedsGhcbV2(i) => write!(
+                f,
+                "cpu {i} cannot go offline: GHCB protocol 1 has no AP Reset Hold to park it in"
+            ),
             Self::Ipi(e) => write!(f, "IPI failed: {e:?}"),
         }
     }
@@ -153,6 +164,9 @@ pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
     } else {
         Some(acpi::tables(info).map_err(SmpError::Acpi)?)
     };
+    if !offline_available() {
+        log::warn!("GHCB protocol v1: CPU offline unavailable (AP Reset Hold needs v2)");
+    }
     let apic = apic::init_bsp();
     let bsp_id = apic.id();
     match apic.mode() {
@@ -462,10 +476,20 @@ pub fn call(index: usize, f: fn()) -> Result<(), SmpError> {
     spawn(index, f)?.wait(AP_TIMEOUT_MS)
 }
 
+/// Whether APs can go offline: always without SEV (INIT resets them), under SEV-ES only with
+/// AP Reset Hold, GHCB protocol version 2 (see the module docs).
+fn offline_available() -> bool {
+    crate::sev::ghcb_version().is_none_or(|v| v.has_msr_ap_reset_hold())
+}
+
 /// Takes the AP `index` offline: it stops (see the module docs) once it has finished its
-/// work; returns when it said so.
+/// work; returns when it said so. Refused under GHCB protocol version 1
+/// ([`SmpError::NeedsGhcbV2`]), before the AP hears of it.
 pub fn offline(index: usize) -> Result<(), SmpError> {
     let cpu = ap(index)?;
+    if !offline_available() {
+        return Err(SmpError::NeedsGhcbV2(index));
+    }
     post(cpu, WORK_OFFLINE)?;
     if x86::tsc::spin_until(ms_to_ticks(AP_TIMEOUT_MS), || {
         !cpu.online.load(Ordering::Acquire)

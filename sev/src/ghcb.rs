@@ -12,6 +12,8 @@ use core::cell::UnsafeCell;
 use core::mem::{align_of, offset_of, size_of};
 use core::ptr;
 
+use crate::msr_protocol::GhcbVersion;
+
 /// Offset of the valid bitmap (one bit per qword of the save area).
 pub const VALID_BITMAP_OFFSET: usize = 0x3f0;
 /// Offset of the shared buffer.
@@ -380,6 +382,12 @@ pub trait GhcbTransport {
     fn ghcb_gpa(&self) -> u64;
     /// Exits to the hypervisor and returns when it resumes the guest.
     fn vmgexit(&mut self);
+    /// The negotiated protocol version, which every request carries in the
+    /// GHCB's protocol version field. The default, the highest this crate
+    /// speaks, suits a transport to a hypervisor that offers it.
+    fn protocol_version(&self) -> GhcbVersion {
+        GhcbVersion::MAX
+    }
 }
 
 #[cfg(test)]

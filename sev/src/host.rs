@@ -17,6 +17,7 @@ use crate::ghcb::{
     SHARED_BUFFER_SIZE,
 };
 use crate::ioio::IoioInfo;
+use crate::msr_protocol::GhcbVersion;
 use crate::termination::TerminationReason;
 
 /// A range of the shared buffer named by SW_SCRATCH and a length.
@@ -343,6 +344,40 @@ impl NaeRequest {
         };
         Ok(req)
     }
+
+    /// The lowest protocol version that defines this event: a hypervisor serving an older one
+    /// does not know it, and answers it as an invalid event ([`HostError::UnknownExit`]).
+    pub fn min_version(&self) -> GhcbVersion {
+        match self {
+            Self::Psc
+            | Self::GuestRequest { .. }
+            | Self::ExtGuestRequest { .. }
+            | Self::ApCreation { .. }
+            | Self::RunVmpl { .. }
+            | Self::HvFeatures => GhcbVersion::V2,
+            Self::Cpuid { .. }
+            | Self::Io { .. }
+            | Self::IoString { .. }
+            | Self::RdMsr { .. }
+            | Self::WrMsr { .. }
+            | Self::Rdtsc
+            | Self::Rdtscp
+            | Self::Rdpmc { .. }
+            | Self::ReadDr7
+            | Self::WriteDr7 { .. }
+            | Self::Wbinvd
+            | Self::Monitor { .. }
+            | Self::Mwait { .. }
+            | Self::Vmmcall { .. }
+            | Self::MmioRead { .. }
+            | Self::MmioWrite { .. }
+            | Self::NmiComplete
+            | Self::ApHltLoop
+            | Self::ApJumpTable(_)
+            | Self::Terminate(_)
+            | Self::Unsupported { .. } => GhcbVersion::V1,
+        }
+    }
 }
 
 /// Writes a success reply: the valid bitmap is cleared, `outputs` are set,
@@ -433,6 +468,32 @@ mod tests {
             NaeRequest::parse(&g, GPA).map(|r| r.0),
             Err(HostError::UnknownExit(0x400))
         );
+    }
+
+    /// HV_FEATURES and the SEV-SNP events are version 2; what SEV-ES used from the start
+    /// (AP_HLT_LOOP, the AP jump table, NMI_COMPLETE, MMIO, ...) is version 1.
+    #[test]
+    fn version_2_events_are_known_as_such() {
+        let cases = [
+            (ExitCode::HvFeatures, 0, vec![], GhcbVersion::V2),
+            (ExitCode::SnpGuestRequest, 0x1000, vec![], GhcbVersion::V2),
+            (ExitCode::SnpRunVmpl, 0, vec![], GhcbVersion::V2),
+            (ExitCode::ApHltLoop, 0, vec![], GhcbVersion::V1),
+            (ExitCode::ApJumpTable, 1, vec![], GhcbVersion::V1),
+            (ExitCode::NmiComplete, 0, vec![], GhcbVersion::V1),
+            (ExitCode::Rdtsc, 0, vec![], GhcbVersion::V1),
+            (
+                ExitCode::Cpuid,
+                0,
+                vec![(GhcbField::Rax, 0), (GhcbField::Rcx, 0)],
+                GhcbVersion::V1,
+            ),
+        ];
+        for (exit, info1, inputs, version) in cases {
+            let g = ghcb_with(exit, info1, 0x2000, &inputs);
+            let (req, _) = NaeRequest::parse(&g, GPA).unwrap();
+            assert_eq!(req.min_version(), version, "{req:?}");
+        }
     }
 
     #[test]

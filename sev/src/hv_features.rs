@@ -39,6 +39,20 @@ impl HvFeatures {
         .union(Self::SNP_MULTI_VMPL);
 }
 
+/// What a guest knows of the hypervisor's features, for its log lines: the bitmap HV_FEATURES
+/// returned, or `None` under GHCB protocol version 1, which has no HV_FEATURES.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offered(pub Option<HvFeatures>);
+
+impl core::fmt::Display for Offered {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(features) => write!(f, "hypervisor features {:#x}", features.bits()),
+            None => write!(f, "no HV_FEATURES (GHCB protocol 1)"),
+        }
+    }
+}
+
 /// The kinds of guest this crate serves, told apart by SEV_STATUS: each needs something else of
 /// the hypervisor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +129,15 @@ mod tests {
 
     /// KVM's answer to every guest that speaks protocol 2: SNP and AP creation.
     const KVM: HvFeatures = HvFeatures::SNP.union(HvFeatures::SNP_AP_CREATION);
+
+    #[test]
+    fn offered_features_print_as_the_log_lines_say() {
+        assert_eq!(format!("{}", Offered(Some(KVM))), "hypervisor features 0x3");
+        assert_eq!(
+            format!("{}", Offered(None)),
+            "no HV_FEATURES (GHCB protocol 1)"
+        );
+    }
 
     #[test]
     fn bits_match_the_spec() {

@@ -13,7 +13,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ghcb::{Ghcb, GhcbTransport};
-use crate::msr_protocol::{GHCB_MSR, GhcbMsr};
+use crate::msr_protocol::{GHCB_MSR, GhcbMsr, GhcbVersion};
 
 /// VMGEXIT: `rep vmmcall`. The hypervisor cannot change our registers (they
 /// live in the encrypted VMSA), only memory it shares with us.
@@ -147,9 +147,13 @@ pub struct HwGhcb<'a> {
     page: &'a mut Ghcb,
     gpa: u64,
     record: &'a GhcbMsrRecord,
+    version: GhcbVersion,
 }
 
 impl<'a> HwGhcb<'a> {
+    /// The GHCB at `gpa`, for protocol version 2 (see
+    /// [`with_version`](Self::with_version)).
+    ///
     /// # Safety
     /// The caller runs at CPL 0 in an SEV-ES/SNP guest; `page` is mapped
     /// decrypted at guest-physical address `gpa`, which is registered with
@@ -157,7 +161,18 @@ impl<'a> HwGhcb<'a> {
     /// CPU's; nothing else on this CPU uses the GHCB or the GHCB MSR
     /// meanwhile (see [`crate::vc::GhcbNesting`]).
     pub unsafe fn new(page: &'a mut Ghcb, gpa: u64, record: &'a GhcbMsrRecord) -> Self {
-        Self { page, gpa, record }
+        Self {
+            page,
+            gpa,
+            record,
+            version: GhcbVersion::MAX,
+        }
+    }
+
+    /// This GHCB's requests carry `version`, the one negotiated with the
+    /// hypervisor.
+    pub fn with_version(self, version: GhcbVersion) -> Self {
+        Self { version, ..self }
     }
 }
 
@@ -167,6 +182,9 @@ impl GhcbTransport for HwGhcb<'_> {
     }
     fn ghcb_gpa(&self) -> u64 {
         self.gpa
+    }
+    fn protocol_version(&self) -> GhcbVersion {
+        self.version
     }
     fn vmgexit(&mut self) {
         // SAFETY: guaranteed by `HwGhcb::new`'s caller. The hypervisor finds
@@ -224,6 +242,20 @@ mod tests {
         assert_eq!(gpa_writes(&r), [GPA], "a request left in the MSR");
         r.forget();
         assert_eq!(gpa_writes(&r), [GPA], "the hypervisor's answer in the MSR");
+    }
+
+    #[test]
+    fn a_ghcb_carries_the_version_it_is_given() {
+        let record = GhcbMsrRecord::new();
+        let mut page = Ghcb::new();
+        // SAFETY: only the version is looked at: nothing reaches the MSR, VMGEXIT or the page.
+        let ghcb = unsafe { HwGhcb::new(&mut page, GPA, &record) };
+        assert_eq!(ghcb.protocol_version(), GhcbVersion::V2);
+        let ghcb = ghcb.with_version(GhcbVersion::V1);
+        assert_eq!(
+            (ghcb.protocol_version(), ghcb.ghcb_gpa()),
+            (GhcbVersion::V1, GPA)
+        );
     }
 
     #[test]

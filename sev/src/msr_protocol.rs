@@ -12,8 +12,56 @@ use crate::termination::{GuestReason, TerminationReason};
 
 /// The GHCB MSR (MSR_AMD64_SEV_ES_GHCB).
 pub const GHCB_MSR: u32 = 0xc001_0130;
-/// The GHCB protocol version this crate speaks (v2: SEV-SNP capable).
-pub const GHCB_PROTOCOL_VERSION: u16 = 2;
+/// The highest GHCB protocol version this crate speaks (v2: SEV-SNP capable); it speaks every
+/// [`GhcbVersion`] down to version 1.
+pub const GHCB_PROTOCOL_VERSION: u16 = GhcbVersion::MAX.number();
+
+/// A GHCB protocol version this crate speaks. A guest negotiates the highest one both it and
+/// the hypervisor support ([`check_sev_info`]) and puts it in every GHCB it hands over; what
+/// it may ask for depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u16)]
+pub enum GhcbVersion {
+    /// SEV-ES as first specified: the NAE events (AP_HLT_LOOP, AP jump table, NMI_COMPLETE,
+    /// MMIO, ...) and the MSR protocol's SEV information, CPUID and termination.
+    V1 = 1,
+    /// Adds HV_FEATURES (MSR protocol and NAE event), the MSR protocol's AP Reset Hold and the
+    /// SEV-SNP requests (GHCB GPA registration, page state change, guest requests, AP creation).
+    V2 = 2,
+}
+
+impl GhcbVersion {
+    /// The lowest version this crate speaks.
+    pub const MIN: Self = Self::V1;
+    /// The highest version this crate speaks.
+    pub const MAX: Self = Self::V2;
+
+    /// The version's number, as the SEV information and the GHCB's protocol version field
+    /// carry it.
+    pub const fn number(self) -> u16 {
+        self as u16
+    }
+
+    /// The version numbered `n`, if this crate speaks it.
+    pub const fn from_number(n: u16) -> Option<Self> {
+        match n {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+
+    /// Whether HV_FEATURES exists: a version 1 hypervisor does not know the request.
+    pub fn has_hv_features(self) -> bool {
+        self >= Self::V2
+    }
+
+    /// Whether the MSR protocol's AP Reset Hold exists (what parks an AP where no GHCB can be
+    /// reached, with paging off).
+    pub fn has_msr_ap_reset_hold(self) -> bool {
+        self >= Self::V2
+    }
+}
 
 const INFO_MASK: u64 = 0xfff;
 /// A 52-bit GFN field (`GHCBData[63:12]`) with all bits set: "none" / "failed".
@@ -119,7 +167,8 @@ pub enum MsrProtocolError {
     WrongRegister,
     /// The GHCB registration response echoed a different GFN.
     WrongGfn { expected: u64, got: u64 },
-    /// The hypervisor's protocol range does not include version 2.
+    /// The hypervisor's protocol range shares no version with this crate's
+    /// ([`GhcbVersion::MIN`] ..= [`GhcbVersion::MAX`]), or is inverted.
     VersionUnsupported { min: u16, max: u16 },
     /// The page state change failed with this error code.
     PageStateChange(u32),
@@ -231,6 +280,20 @@ impl MsrRequest {
             other => return Err(MsrProtocolError::UnknownCode(other as u16)),
         };
         Ok(req)
+    }
+
+    /// The lowest protocol version that defines this request: a hypervisor
+    /// that negotiated an older one does not know it.
+    pub fn min_version(self) -> GhcbVersion {
+        match self {
+            Self::SevInfo | Self::Cpuid { .. } | Self::Terminate(_) => GhcbVersion::V1,
+            Self::ApResetHold
+            | Self::PreferredGhcbGpa
+            | Self::RegisterGhcbGpa { .. }
+            | Self::PageStateChange { .. }
+            | Self::RunVmpl { .. }
+            | Self::HvFeatures => GhcbVersion::V2,
+        }
     }
 
     /// The response code that answers this request; `None` for termination,
@@ -384,23 +447,34 @@ fn mismatched(resp: MsrResponse) -> MsrProtocolError {
     }
 }
 
-/// Decoded SEV information.
+/// Decoded SEV information and the protocol version negotiated from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SevInfo {
+    /// The hypervisor's lowest protocol version.
     pub min: u16,
+    /// The hypervisor's highest protocol version.
     pub max: u16,
     pub cbit: u8,
+    /// The highest version both sides speak: the one the guest uses.
+    pub version: GhcbVersion,
 }
 
 /// Checks an SEV information response (requested or found in the MSR at
-/// boot) for a range that includes [`GHCB_PROTOCOL_VERSION`].
+/// boot) and negotiates the highest version in both the hypervisor's range
+/// and this crate's ([`GhcbVersion`]); a range that shares none with ours,
+/// or an inverted one, is refused.
 pub fn check_sev_info(resp: MsrResponse) -> Result<SevInfo, MsrProtocolError> {
     match resp {
         MsrResponse::SevInfo { max, min, cbit } => {
-            if min > max || !(min..=max).contains(&GHCB_PROTOCOL_VERSION) {
-                Err(MsrProtocolError::VersionUnsupported { min, max })
-            } else {
-                Ok(SevInfo { min, max, cbit })
+            let highest = max.min(GhcbVersion::MAX.number());
+            match GhcbVersion::from_number(highest) {
+                Some(version) if min <= highest => Ok(SevInfo {
+                    min,
+                    max,
+                    cbit,
+                    version,
+                }),
+                _ => Err(MsrProtocolError::VersionUnsupported { min, max }),
             }
         }
         _ => Err(MsrProtocolError::WrongResponse {
@@ -410,7 +484,8 @@ pub fn check_sev_info(resp: MsrResponse) -> Result<SevInfo, MsrProtocolError> {
     }
 }
 
-/// Requests SEV information and negotiates protocol version 2.
+/// Requests SEV information and negotiates the protocol version
+/// ([`check_sev_info`]).
 pub fn negotiate<M: GhcbMsr + ?Sized>(msr: &mut M) -> Result<SevInfo, MsrProtocolError> {
     check_sev_info(request(msr, MsrRequest::SevInfo)?)
 }
@@ -647,20 +722,63 @@ mod tests {
     #[test]
     fn version_negotiation() {
         let ok = |min, max| check_sev_info(MsrResponse::SevInfo { max, min, cbit: 47 });
+        let version = |min, max| ok(min, max).map(|i| i.version);
         assert_eq!(
             ok(1, 2),
             Ok(SevInfo {
                 min: 1,
                 max: 2,
-                cbit: 47
+                cbit: 47,
+                version: GhcbVersion::V2
             })
         );
-        assert!(ok(2, 5).is_ok());
+        assert_eq!(version(2, 5), Ok(GhcbVersion::V2), "the highest we speak");
+        assert_eq!(version(1, 1), Ok(GhcbVersion::V1), "a version 1 hypervisor");
+        assert_eq!(version(0, 1), Ok(GhcbVersion::V1));
+        assert_eq!(version(2, 2), Ok(GhcbVersion::V2));
+        for (min, max) in [(3, 4), (0, 0), (3, 1), (2, 1), (u16::MAX, u16::MAX)] {
+            assert_eq!(
+                ok(min, max),
+                Err(MsrProtocolError::VersionUnsupported { min, max }),
+                "{min}..={max}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_2_requests_are_known_as_such() {
+        let v2 = [
+            MsrRequest::ApResetHold,
+            MsrRequest::HvFeatures,
+            MsrRequest::PreferredGhcbGpa,
+            MsrRequest::RegisterGhcbGpa { gfn: 1 },
+            MsrRequest::PageStateChange {
+                gfn: 1,
+                op: PageAssignment::Shared,
+            },
+            MsrRequest::RunVmpl { vmpl: 0 },
+        ];
+        for r in v2 {
+            assert_eq!(r.min_version(), GhcbVersion::V2, "{r:?}");
+        }
+        let v1 = [
+            MsrRequest::SevInfo,
+            MsrRequest::Cpuid {
+                function: 0,
+                reg: CpuidReg::Eax,
+            },
+            MsrRequest::Terminate(TerminationReason::new(0, 0)),
+        ];
+        for r in v1 {
+            assert_eq!(r.min_version(), GhcbVersion::V1, "{r:?}");
+        }
+        assert!(!GhcbVersion::V1.has_hv_features() && !GhcbVersion::V1.has_msr_ap_reset_hold());
+        assert!(GhcbVersion::V2.has_hv_features() && GhcbVersion::V2.has_msr_ap_reset_hold());
         assert_eq!(
-            ok(1, 1),
-            Err(MsrProtocolError::VersionUnsupported { min: 1, max: 1 })
+            GhcbVersion::from_number(GHCB_PROTOCOL_VERSION),
+            Some(GhcbVersion::MAX)
         );
-        assert!(ok(3, 4).is_err());
-        assert!(ok(3, 1).is_err(), "inverted range");
+        assert_eq!(GhcbVersion::from_number(0), None);
+        assert_eq!(GhcbVersion::from_number(3), None);
     }
 }

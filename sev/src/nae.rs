@@ -13,7 +13,6 @@ use crate::ghcb::{
 };
 use crate::hv_features::HvFeatures;
 use crate::ioio::IoioInfo;
-use crate::msr_protocol::GHCB_PROTOCOL_VERSION;
 use crate::psc::{PSC_DESCRIPTOR_SIZE, PscDescriptor, PscError, PscHeader};
 use crate::termination::{GuestReason, TerminationReason};
 
@@ -100,8 +99,9 @@ pub fn call_quietly<T: GhcbTransport + ?Sized>(
     info2: u64,
     inputs: &[(GhcbField, u64)],
 ) -> Result<GhcbSnapshot, NaeError> {
+    let version = t.protocol_version().number();
     let g = t.ghcb();
-    g.prepare(GHCB_PROTOCOL_VERSION);
+    g.prepare(version);
     for &(f, v) in inputs {
         g.set(f, v);
     }

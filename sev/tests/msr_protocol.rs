@@ -7,26 +7,39 @@ mod common;
 use common::{RefHv, expect_termination};
 use sev::hv_features::HvFeatures;
 use sev::msr_protocol::{
-    self, GFN_NONE, MsrProtocolError, MsrRequest, MsrResponse, PageAssignment, SevInfo,
+    self, GFN_NONE, GhcbVersion, MsrProtocolError, MsrRequest, MsrResponse, PageAssignment, SevInfo,
 };
 use sev::psc::PscOp;
 use sev::termination::{GhcbReason, GuestReason, TerminationReason};
 
+/// The highest version both sides speak: 2 from a version 2 hypervisor, 1 from a version 1
+/// hypervisor; a range without 1 or 2 is refused.
 #[test]
-fn negotiates_version_2() {
+fn negotiates_the_highest_common_version() {
     let mut hv = RefHv::default();
     assert_eq!(
         msr_protocol::negotiate(&mut hv),
         Ok(SevInfo {
             min: 1,
             max: 2,
-            cbit: 51
+            cbit: 51,
+            version: GhcbVersion::V2
         })
     );
     hv.proto = (1, 1);
     assert_eq!(
         msr_protocol::negotiate(&mut hv),
-        Err(MsrProtocolError::VersionUnsupported { min: 1, max: 1 })
+        Ok(SevInfo {
+            min: 1,
+            max: 1,
+            cbit: 51,
+            version: GhcbVersion::V1
+        })
+    );
+    hv.proto = (3, 4);
+    assert_eq!(
+        msr_protocol::negotiate(&mut hv),
+        Err(MsrProtocolError::VersionUnsupported { min: 3, max: 4 })
     );
     hv.proto = (3, 2);
     assert!(msr_protocol::negotiate(&mut hv).is_err(), "inverted range");

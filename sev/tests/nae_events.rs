@@ -13,6 +13,7 @@ use sev::ghcb::{GhcbField, GhcbTransport};
 use sev::host::{self, HostError, NaeRequest};
 use sev::hv_features::HvFeatures;
 use sev::ioio::IoioInfo;
+use sev::msr_protocol::GhcbVersion;
 use sev::nae::{self, GuestRequestError, NaeError, PscCallError};
 use sev::psc::{PscDescriptor, PscEntry, PscError, PscOp};
 use sev::termination::GuestReason;
@@ -358,4 +359,33 @@ fn term_request_never_returns() {
         nae::terminate(&mut v, GuestReason::PageStateChange.into())
     });
     assert_eq!(r.guest_reason(), Some(GuestReason::PageStateChange));
+}
+
+/// Every request carries the transport's negotiated protocol version in the GHCB's protocol
+/// version field: a guest on a version 1 hypervisor says 1.
+#[test]
+fn requests_carry_the_negotiated_version() {
+    struct OnVersion1(Vcpu);
+    impl GhcbTransport for OnVersion1 {
+        fn ghcb(&mut self) -> &mut sev::ghcb::Ghcb {
+            self.0.ghcb()
+        }
+        fn ghcb_gpa(&self) -> u64 {
+            self.0.ghcb_gpa()
+        }
+        fn vmgexit(&mut self) {
+            self.0.vmgexit()
+        }
+        fn protocol_version(&self) -> GhcbVersion {
+            GhcbVersion::V1
+        }
+    }
+    let mut v2 = Vcpu::default();
+    nae::wbinvd(&mut v2).unwrap();
+    assert_eq!(v2.ghcb.protocol_version(), 2);
+    let mut v1 = OnVersion1(Vcpu::default());
+    v1.0.ghcb.set_protocol_version(2);
+    nae::wbinvd(&mut v1).unwrap();
+    assert_eq!(v1.0.ghcb.protocol_version(), 1);
+    assert_eq!(v1.0.hv.requests, [NaeRequest::Wbinvd]);
 }

@@ -236,6 +236,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
     let vm: &'static Vm = Box::leak(Box::new(Vm {
         mem,
         trace: options.trace,
+        ghcb_max: options.ghcb_max,
         tsc_hz,
         ap_jump_table: AtomicU64::new(0),
         npt,

@@ -2,14 +2,20 @@
 //!
 //! - `mem=<MiB>`: guest RAM (default 256, 16 ..= 4096, a multiple of 2).
 //! - `trace`: print every VMGEXIT.
+//! - `ghcb_max=<1|2>`: the highest GHCB protocol version offered (default 2). With 1 the
+//!   simulator serves the guest as a version 1 hypervisor would: it does not know the version 2
+//!   requests (HV_FEATURES, the MSR protocol's AP Reset Hold, the SEV-SNP ones).
 
 use core::fmt;
+use sev::msr_protocol::GhcbVersion;
 
 /// Parsed options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     pub mem_mib: u64,
     pub trace: bool,
+    /// The highest GHCB protocol version the SEV information offers.
+    pub ghcb_max: GhcbVersion,
 }
 
 impl Default for Options {
@@ -17,6 +23,7 @@ impl Default for Options {
         Self {
             mem_mib: 256,
             trace: false,
+            ghcb_max: GhcbVersion::MAX,
         }
     }
 }
@@ -26,15 +33,25 @@ impl Default for Options {
 pub enum OptionError<'a> {
     Unknown(&'a str),
     BadMemory(&'a str),
+    BadGhcbVersion(&'a str),
 }
 
 impl fmt::Display for OptionError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Unknown(w) => write!(f, "unknown option `{w}` (known: mem=<MiB>, trace)"),
+            Self::Unknown(w) => write!(
+                f,
+                "unknown option `{w}` (known: mem=<MiB>, trace, ghcb_max=<1|2>)"
+            ),
             Self::BadMemory(w) => write!(
                 f,
                 "`{w}`: guest memory must be an even number of MiB from 16 to 4096"
+            ),
+            Self::BadGhcbVersion(w) => write!(
+                f,
+                "`{w}`: the GHCB protocol versions are {} and {}",
+                GhcbVersion::MIN.number(),
+                GhcbVersion::MAX.number()
             ),
         }
     }
@@ -52,6 +69,12 @@ impl Options {
                     .ok()
                     .filter(|m| (16..=4096).contains(m) && m % 2 == 0)
                     .ok_or(OptionError::BadMemory(word))?;
+            } else if let Some(v) = word.strip_prefix("ghcb_max=") {
+                o.ghcb_max = v
+                    .parse()
+                    .ok()
+                    .and_then(GhcbVersion::from_number)
+                    .ok_or(OptionError::BadGhcbVersion(word))?;
             } else {
                 return Err(OptionError::Unknown(word));
             }
@@ -71,8 +94,17 @@ mod tests {
             Options::parse(" mem=64\ttrace\n"),
             Ok(Options {
                 mem_mib: 64,
-                trace: true
+                trace: true,
+                ghcb_max: GhcbVersion::V2
             })
+        );
+        assert_eq!(
+            Options::parse("ghcb_max=1").map(|o| o.ghcb_max),
+            Ok(GhcbVersion::V1)
+        );
+        assert_eq!(
+            Options::parse("ghcb_max=2 mem=32").map(|o| (o.ghcb_max, o.mem_mib)),
+            Ok((GhcbVersion::V2, 32))
         );
     }
 
@@ -95,5 +127,8 @@ mod tests {
             Err(OptionError::BadMemory("mem=x"))
         );
         assert_eq!(Options::parse("fast"), Err(OptionError::Unknown("fast")));
+        for bad in ["ghcb_max=0", "ghcb_max=3", "ghcb_max=", "ghcb_max=v1"] {
+            assert_eq!(Options::parse(bad), Err(OptionError::BadGhcbVersion(bad)));
+        }
     }
 }

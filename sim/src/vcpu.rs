@@ -17,7 +17,7 @@ use crate::svm::{self, Gprs, RunState, Segment, Vmcb, exit, misc1, misc2, off};
 use alloc::boxed::Box;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use sev::msr_protocol::{GHCB_MSR, MsrProtocolError};
+use sev::msr_protocol::{GHCB_MSR, GhcbVersion, MsrProtocolError, MsrRequest};
 use sev::termination::TerminationReason;
 use sev::vmsa::Vmsa;
 use sim::counters::Counters;
@@ -63,6 +63,8 @@ pub struct Vm {
     pub mem: GuestMemory,
     /// Print every VMGEXIT.
     pub trace: bool,
+    /// The highest GHCB protocol version offered (`ghcb_max` in `sim.cfg`).
+    pub ghcb_max: GhcbVersion,
     /// Host TSC frequency, for the benchmark line and timeouts.
     pub tsc_hz: u64,
     /// The AP jump table GPA the guest set (0: none).
@@ -160,6 +162,18 @@ pub enum SimError {
     SnpOnly {
         what: &'static str,
     },
+    /// An MSR-protocol request of a GHCB protocol version newer than the simulator offers
+    /// (`ghcb_max`): a hypervisor of that version does not know it.
+    NewerMsrRequest {
+        request: MsrRequest,
+        offered: GhcbVersion,
+    },
+    /// A GHCB request whose protocol version field names a version the simulator does not
+    /// offer.
+    GhcbVersion {
+        version: u16,
+        offered: GhcbVersion,
+    },
 }
 
 impl fmt::Display for SimError {
@@ -223,6 +237,19 @@ impl fmt::Display for SimError {
                     "SNP-only MSR protocol request ({what}) from an SEV-ES guest"
                 )
             }
+            Self::NewerMsrRequest { request, offered } => write!(
+                f,
+                "MSR protocol request {request:?} is GHCB protocol {}; this hypervisor offers \
+                 at most {}",
+                request.min_version().number(),
+                offered.number()
+            ),
+            Self::GhcbVersion { version, offered } => write!(
+                f,
+                "GHCB request with protocol version {version}; this hypervisor offers {}..={}",
+                GhcbVersion::MIN.number(),
+                offered.number()
+            ),
         }
     }
 }

@@ -1,6 +1,14 @@
 //! VMGEXIT: the GHCB MSR protocol when the GHCB MSR holds a request, else the NAE event in the
 //! GHCB page at the GPA it holds (GHCB specification 56421, version 2).
 //!
+//! The SEV information offers versions 1 up to `ghcb_max` (`sim.cfg`, default 2). With 1 the
+//! simulator is a version 1 hypervisor: a version 2 MSR-protocol request (HV_FEATURES, AP
+//! Reset Hold, the SEV-SNP ones) ends the run, as an MSR-protocol code it does not know would,
+//! and a version 2 NAE event (HV_FEATURES, the SEV-SNP ones) gets the error reply for an
+//! invalid event, as KVM gives for events it does not know. Every GHCB request's protocol
+//! version field must name an offered version, else the run ends; a version 2 event in a
+//! request that says version 1 is invalid too.
+//!
 //! The GHCB is read from the shared view only: a guest that left its GHCB encrypted has put its
 //! request where the simulator, like a hypervisor, cannot see it. Requests are parsed from one
 //! snapshot by `sev::host`, which checks valid bits, usage and scratch ranges; a malformed
@@ -16,15 +24,12 @@ use sev::ghcb::{Ghcb, GhcbField, GhcbSnapshot};
 use sev::host::{self, ApJumpTableRequest, NaeRequest};
 use sev::hv_features::HvFeatures;
 use sev::ioio::IoioInfo;
-use sev::msr_protocol::{MsrRequest, MsrResponse};
+use sev::msr_protocol::{GhcbVersion, MsrRequest, MsrResponse};
 use sim::cpuid::{self, Regs};
 use sim::nmi_storm::NmiStorm;
 use sim::x2apic::{self, IcrError, Ipi};
 use x86::serial_println;
 
-/// Highest and lowest GHCB protocol versions served.
-const PROTOCOL_MAX: u16 = 2;
-const PROTOCOL_MIN: u16 = 1;
 /// IA32_TIME_STAMP_COUNTER.
 const IA32_TSC: u32 = 0x10;
 /// VMGEXIT (`rep vmmcall`) is four bytes; QEMU gives no next RIP.
@@ -69,10 +74,16 @@ fn msr_protocol(vcpu: &mut Vcpu, vm: &Vm, value: u64) -> Result<(), Stop> {
         serial_println!("sim: vmgexit vcpu={} msr {value:#x} {req:?}", vcpu.id);
     }
     let req = req.map_err(|error| Stop::Error(SimError::MsrProtocol { value, error }))?;
+    if req.min_version() > vm.ghcb_max {
+        return Err(Stop::Error(SimError::NewerMsrRequest {
+            request: req,
+            offered: vm.ghcb_max,
+        }));
+    }
     let resp = match req {
         MsrRequest::SevInfo => MsrResponse::SevInfo {
-            max: PROTOCOL_MAX,
-            min: PROTOCOL_MIN,
+            max: vm.ghcb_max.number(),
+            min: GhcbVersion::MIN.number(),
             cbit: vm.mem.c_bit() as u8,
         },
         MsrRequest::Cpuid { function, reg } => {
@@ -133,7 +144,22 @@ fn ghcb_page(vcpu: &mut Vcpu, vm: &Vm, gpa: u64) -> Result<(), Stop> {
         }
     }
     match parsed {
-        Ok((req, snapshot)) => serve(vcpu, vm, ghcb, req, &snapshot),
+        Ok((req, snapshot)) => {
+            let version = request_version(ghcb, vm)?;
+            if req.min_version() > version {
+                let code = snapshot.get(GhcbField::SwExitCode).unwrap_or(0);
+                serial_println!(
+                    "sim: vcpu {}: event {code:#x} is GHCB protocol {}, the request says {}: \
+                     invalid event",
+                    vcpu.id,
+                    req.min_version().number(),
+                    version.number()
+                );
+                host::reply_error(ghcb, host::HostError::UnknownExit(code));
+                return Ok(());
+            }
+            serve(vcpu, vm, ghcb, req, &snapshot)
+        }
         Err(e) => {
             serial_println!(
                 "sim: vcpu {}: invalid GHCB request at {gpa:#x}: {e:?}; answered with error {}",
@@ -144,6 +170,18 @@ fn ghcb_page(vcpu: &mut Vcpu, vm: &Vm, gpa: u64) -> Result<(), Stop> {
             Ok(())
         }
     }
+}
+
+/// The protocol version field of the request in `ghcb`, read once: a version the simulator does
+/// not offer ends the run.
+fn request_version(ghcb: &Ghcb, vm: &Vm) -> Result<GhcbVersion, Stop> {
+    let version = ghcb.protocol_version();
+    GhcbVersion::from_number(version)
+        .filter(|v| *v <= vm.ghcb_max)
+        .ok_or(Stop::Error(SimError::GhcbVersion {
+            version,
+            offered: vm.ghcb_max,
+        }))
 }
 
 /// Answers with #GP and says so: the simulator does not provide `what`.

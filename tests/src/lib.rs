@@ -144,6 +144,17 @@ pub fn expect_success(out: &Outcome, message: &str) {
     expect_status(out, qemu::EXIT_SUCCESS, message);
 }
 
+/// Asserts that `lines` appear in `serial` in this order.
+pub fn expect_in_order(serial: &str, lines: &[String]) {
+    let mut rest = serial;
+    for line in lines {
+        let at = rest
+            .find(line.as_str())
+            .unwrap_or_else(|| panic!("expected `{line}` next in:\n{serial}"));
+        rest = &rest[at + line.len()..];
+    }
+}
+
 /// The `key=number` pairs of the first line of `serial` that starts with `prefix` (a
 /// machine-readable line such as `SIM-COUNTERS vcpu=0 ...`); panics naming the prefix if there
 /// is none.

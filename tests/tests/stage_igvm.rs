@@ -16,19 +16,10 @@
 //! the `smp_offline_online` case then parks and wakes every AP 100 times, which the simulator's
 //! AP Reset Hold counters show.
 
-use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm};
+use tests::{
+    expect_in_order, expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm,
+};
 use xtask::qemu::EXIT_GUEST_TERMINATED;
-
-/// Asserts that `lines` appear in `serial` in this order.
-fn expect_in_order(serial: &str, lines: &[String]) {
-    let mut rest = serial;
-    for line in lines {
-        let at = rest
-            .find(line.as_str())
-            .unwrap_or_else(|| panic!("expected `{line}` next in:\n{serial}"));
-        rest = &rest[at + line.len()..];
-    }
-}
 
 /// Boots the stage's IGVM file on `cpus` vCPUs with `test=all` and checks the stage's lines,
 /// the kernel's SEV-ES bring-up, `ready`, the skipped and passed cases and the success exit.

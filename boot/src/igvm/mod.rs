@@ -7,8 +7,9 @@
 //! 2. The stage's GDT/TSS/IDT (`crate::interrupts`), before anything can raise #VC.
 //! 3. The heap and the #VC core's decoder tables ([`HEAP`]).
 //! 4. [`GhcbChannel::establish`] on [`GHCB`]: CPUID 0x8000001F through the early #VC path
-//!    (MSR protocol), protocol negotiation (version 2), the GHCB's GPA in the GHCB MSR,
-//!    HV_FEATURES; from then on #VCs go through the GHCB page, and COM1 works.
+//!    (MSR protocol), protocol negotiation (version 2, or 1 from a version 1 hypervisor), the
+//!    GHCB's GPA in the GHCB MSR, HV_FEATURES (none in version 1); from then on #VCs go through
+//!    the GHCB page, and COM1 works.
 //! 5. The `BootInfo` from the parameter area ([`launch`]) and the SEV state (SEV_STATUS, the
 //!    C-bit, the vCPU count: the kernel has no ACPI tables on this path), then the path the EFI entry takes
 //!    too: unpack, check, load and start the kernel (`crate::start_kernel`).
@@ -22,6 +23,8 @@
 //! under SEV-ES start a vCPU at its launch state, here): each parks on the AP jump table the
 //! kernel installed at [`AP_JUMP_TABLE_GPA`] (`sev::guest::ApJumpTable`: AP Reset Hold, no
 //! #VC), and the kernel's next start-up IPI sends it through the table's reset vector into the
+//! kernel. Under GHCB protocol version 1 (no AP Reset Hold) the kernel installs the table to
+//! pass straight through to the reset vector: the first start-up IPI brings the AP into the
 //! kernel. The stage reserves that page and the trampoline page (both in the bootloader memory
 //! below its image) and names them in the `BootInfo`.
 
@@ -36,6 +39,7 @@ use handoff::launch::{
 };
 use handoff::payload::Header;
 use sev::guest::{ApJumpTable, DecoderHeap, GhcbChannel, GhcbPage, LaunchTables};
+use sev::hv_features::Offered;
 use sev::termination::GuestReason;
 use sev::vc::{NoHypercalls, VcConfig};
 use x86::idt::vector;
@@ -103,8 +107,9 @@ sev::igvm_entry! {
 }
 
 /// An AP, started by the kernel: parks on the kernel's AP jump table until the kernel's next
-/// start-up IPI sends it to the table's reset vector. (The entry passes the vCPU index, which
-/// the kernel's AP start-up knows by itself.)
+/// start-up IPI sends it to the table's reset vector, or goes there at once if the kernel
+/// installed the table to pass through (GHCB protocol version 1; the table's code reads its
+/// mode). (The entry passes the vCPU index, which the kernel's AP start-up knows by itself.)
 extern "C" fn park_ap(_index: u64) -> ! {
     // SAFETY: the kernel installed the jump table before it started any AP; the launch tables
     // identity-map the page (0 .. 3 GiB, private); this AP runs 64-bit code at CPL 0 in an
@@ -130,15 +135,15 @@ extern "C" fn main(param_gpa: u64) -> ! {
     let info = GHCB
         .establish(c_bit as u8)
         .unwrap_or_else(|r| GHCB.terminate(r));
-    let (info, hv_features) = (info.info, info.hv_features);
+    let (info, hv_features) = (info.info, Offered(info.hv_features));
     let entry_tsc = rdtsc();
     x86::serial::init();
     serial_println!(
-        "stage: started (IGVM, SEV-ES: GHCB protocol {}..={}, C-bit {}, hypervisor features {:#x})",
+        "stage: started (IGVM, SEV-ES: GHCB protocol {} of {}..={}, C-bit {}, {hv_features})",
+        info.version.number(),
         info.min,
         info.max,
         info.cbit,
-        hv_features.bits()
     );
     if param_gpa != PARAM_GPA {
         fail(

@@ -644,17 +644,22 @@ fn vc_vmmcall(_: &BootInfo) -> Result<(), &'static str> {
 }
 
 /// The GHCB in use: the GHCB MSR holds a page of the kernel image that the kernel maps identity
-/// and shared; through the MSR protocol, the SEV information offers version 2 and the kernel's
-/// C-bit, and the hypervisor's features suit this kind of guest (`sev::hv_features::check`);
-/// the GHCB serves a request afterwards (each request put the GPA back in the MSR).
+/// and shared; through the MSR protocol, the SEV information negotiates the version the kernel
+/// runs and names the kernel's C-bit, and the hypervisor's features suit this kind of guest
+/// (`sev::hv_features::check`; protocol version 1 has no HV_FEATURES, which the kernel then
+/// never asked for); the GHCB serves a request afterwards (each request put the GPA back in
+/// the MSR).
 fn ghcb_protocol(info: &BootInfo) -> Result<(), &'static str> {
     use sev::hv_features::{GuestKind, check};
     use sev::sev_status::SevStatus;
+    let version = crate::sev::ghcb_version().ok_or("no GHCB protocol version negotiated")?;
     let (gpa, sev_info, features) = with_msr_protocol(|msr| {
         (
             msr.read(),
             msr_protocol::negotiate(msr),
-            msr_protocol::hv_features(msr),
+            version
+                .has_hv_features()
+                .then(|| msr_protocol::hv_features(msr)),
         )
     });
     let in_image = (info.kernel_start..info.kernel_start + info.kernel_len).contains(&gpa);
@@ -666,19 +671,28 @@ fn ghcb_protocol(info: &BootInfo) -> Result<(), &'static str> {
     );
     let sev_info = sev_info.map_err(|_| "SEV information through the MSR protocol failed")?;
     ensure!(
-        (sev_info.min..=sev_info.max).contains(&msr_protocol::GHCB_PROTOCOL_VERSION)
-            && 1u64 << sev_info.cbit == info.c_bit,
-        "SEV information without protocol version 2 or with another C-bit",
-        "{sev_info:?}, C-bit mask {:#x}",
+        sev_info.version == version && 1u64 << sev_info.cbit == info.c_bit,
+        "SEV information negotiates another protocol version or names another C-bit",
+        "{sev_info:?}, running {version:?}, C-bit mask {:#x}",
         info.c_bit
     );
-    let features = features.map_err(|_| "HV_FEATURES through the MSR protocol failed")?;
-    let kind = GuestKind::of(SevStatus::from_msr(info.sev_status));
-    ensure!(
-        check(kind, features).is_ok(),
-        "the hypervisor's features do not suit this guest",
-        "{features:?} for {kind:?}"
-    );
+    match features {
+        Some(features) => {
+            let features = features.map_err(|_| "HV_FEATURES through the MSR protocol failed")?;
+            let kind = GuestKind::of(SevStatus::from_msr(info.sev_status));
+            ensure!(
+                check(kind, features).is_ok(),
+                "the hypervisor's features do not suit this guest",
+                "{features:?} for {kind:?}"
+            );
+        }
+        None => ensure!(
+            crate::sev::hv_features().is_none(),
+            "HV_FEATURES known under GHCB protocol 1",
+            "{:?}",
+            crate::sev::hv_features()
+        ),
+    }
     via_ghcb(ExitCode::Rdtscp, rdtscp)?;
     Ok(())
 }

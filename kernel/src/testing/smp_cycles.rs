@@ -1,7 +1,8 @@
 //! CPU offline/online: every AP goes offline and comes back [`CYCLES`] times (under SEV-ES
 //! through the AP jump table's AP Reset Hold and reset vector, without SEV through INIT), and
 //! after each return runs work that takes #VCs under SEV-ES (CPUID, a port read) through its
-//! own GHCB.
+//! own GHCB. Under GHCB protocol version 1, which has no AP Reset Hold, every AP's offline is
+//! refused instead ([`SmpError::NeedsGhcbV2`]), and the AP stays online and keeps working.
 
 use crate::percpu;
 use crate::smp::{self, SmpError};
@@ -40,6 +41,9 @@ pub fn offline_online(_: &BootInfo) -> Result<(), &'static str> {
             return Err("onlining an online AP was not refused");
         }
     }
+    if crate::sev::ghcb_version().is_some_and(|v| !v.has_msr_ap_reset_hold()) {
+        return offline_refused();
+    }
     let before: alloc::vec::Vec<u32> = cpus
         .iter()
         .map(|c| c.starts.load(Ordering::Acquire))
@@ -71,6 +75,40 @@ pub fn offline_online(_: &BootInfo) -> Result<(), &'static str> {
     }
     log::info!(
         "{} APs went offline and online {CYCLES} times each",
+        cpus.len() - 1
+    );
+    Ok(())
+}
+
+/// Under GHCB protocol version 1: offline is refused for every AP with the typed error, and
+/// the AP, which never heard of it, is still online, runs work (its #VCs answered) and was not
+/// restarted.
+fn offline_refused() -> Result<(), &'static str> {
+    let cpus = percpu::table();
+    for cpu in &cpus[1..] {
+        let starts = cpu.starts.load(Ordering::Acquire);
+        let probes = PROBES[cpu.index].load(Ordering::Acquire);
+        match smp::offline(cpu.index) {
+            Err(e @ SmpError::NeedsGhcbV2(i)) if i == cpu.index => log::info!("refused: {e}"),
+            Err(e) => {
+                log::error!("cpu {}: {e}", cpu.index);
+                return Err("offline under GHCB protocol 1 failed with another error");
+            }
+            Ok(()) => return Err("an AP went offline under GHCB protocol 1"),
+        }
+        if !cpu.online.load(Ordering::Acquire) {
+            return Err("an AP whose offline was refused says it is offline");
+        }
+        smp::call(cpu.index, probe)
+            .map_err(|_| "an AP whose offline was refused did not run work")?;
+        if PROBES[cpu.index].load(Ordering::Acquire) != probes + 1
+            || cpu.starts.load(Ordering::Acquire) != starts
+        {
+            return Err("an AP whose offline was refused did not answer its #VCs, or restarted");
+        }
+    }
+    log::info!(
+        "GHCB protocol 1: offline refused for each of {} APs, all still online",
         cpus.len() - 1
     );
     Ok(())

@@ -16,19 +16,29 @@
 //! one, and no IDT is needed), then clears CR0.PE and far-jumps through the table's reset
 //! vector. A malformed reply ends in a termination request ([`GuestReason::MsrProtocol`]).
 //!
+//! GHCB protocol version 1 has no AP Reset Hold in the MSR protocol (and the NAE event's GHCB
+//! is out of reach with paging off, where every access is private). Under it the table is
+//! installed [`ParkMode::PassThrough`]: the code skips the hold and goes straight through the
+//! reset vector. That still starts APs, whose first start-up IPI brings them here from their
+//! launch state (the guest writes the reset vector before it sends one), but an AP parked
+//! later would run off at once: such a guest cannot take CPUs offline.
+//!
 //! Page layout (offsets from the page):
 //!
 //! | offset | what |
 //! | --- | --- |
 //! | 0 | reset vector: IP (u16), CS (u16), set by [`ApJumpTable::set_reset_vector`] |
+//! | 4 | park mode (u8): 0 hold ([`ParkMode::ResetHold`]), 1 pass through |
 //! | 8 | GDT: null, 16-bit code (base = page), 16-bit data (base = page) |
 //! | 0x20 | GDTR for the 64-bit `lgdt` (limit, 64-bit base) |
 //! | 0x30 | the termination request the code sends on failure |
 //! | 0x38 | the 16-bit code |
 
-use crate::msr_protocol::MsrRequest;
+use crate::msr_protocol::{GhcbVersion, MsrRequest};
 use crate::termination::{GuestReason, TerminationReason};
 
+/// Offset of the park mode byte in the page.
+const MODE_OFFSET: usize = 0x04;
 /// Offset of the GDT in the page.
 const GDT_OFFSET: usize = 0x08;
 /// Offset of the GDTR.
@@ -65,6 +75,9 @@ sev_ap_jump_table_start:
     movw %ax, %ds
     movw %ax, %es
     movw %ax, %ss
+    /* Pass-through mode (GHCB protocol 1: no AP Reset Hold): straight to the reset vector. */
+    cmpb $0, (0x04)
+    jne .Ljt_reset
 .Ljt_hold:
     /* AP Reset Hold through the GHCB MSR: request 0x006, reply 0x007 with GHCBData[63:12]
        non-zero once a start-up IPI woke the AP (zero: ask again). */
@@ -81,6 +94,7 @@ sev_ap_jump_table_start:
     shrl $12, %eax
     orl %edx, %eax
     jz .Ljt_hold
+.Ljt_reset:
     /* Real mode, then the reset vector at DS:0 (DS keeps the page as its base). */
     movl %cr0, %eax
     andl $0xfffffffe, %eax
@@ -124,6 +138,28 @@ pub enum JumpTableError {
     BadPage(u64),
 }
 
+/// How the code on the page parks an AP (see the module docs), by the negotiated GHCB protocol
+/// version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ParkMode {
+    /// AP Reset Hold until a start-up IPI wakes the AP, then the reset vector (version 2).
+    ResetHold = 0,
+    /// Straight to the reset vector, no hold (version 1): the AP continues at once.
+    PassThrough = 1,
+}
+
+impl ParkMode {
+    /// The mode protocol version `version` allows.
+    pub fn for_version(version: GhcbVersion) -> Self {
+        if version.has_msr_ap_reset_hold() {
+            Self::ResetHold
+        } else {
+            Self::PassThrough
+        }
+    }
+}
+
 /// A 16-bit protected-mode segment descriptor with `base` (< 4 GiB), limit 0xFFFF, byte
 /// granularity, ring 0: `access` 0x9A for code, 0x92 for data.
 const fn descriptor16(base: u64, access: u64) -> u64 {
@@ -136,31 +172,38 @@ pub struct ApJumpTable {
     gpa: u64,
 }
 
+/// The page [`ApJumpTable::install`] writes at `gpa`: the parking code in `mode`, the reset
+/// vector zeroed.
+fn page_image(gpa: u64, mode: ParkMode) -> Result<[u8; 4096], JumpTableError> {
+    if !gpa.is_multiple_of(4096) || gpa + 4096 > 1 << 32 || gpa == 0 {
+        return Err(JumpTableError::BadPage(gpa));
+    }
+    let code = blob();
+    let mut page = [0u8; 4096];
+    page[..code.len()].copy_from_slice(code);
+    page[MODE_OFFSET] = mode as u8;
+    let gdt = [0, descriptor16(gpa, 0x9a), descriptor16(gpa, 0x92)];
+    for (i, d) in gdt.iter().enumerate() {
+        let at = GDT_OFFSET + i * 8;
+        page[at..at + 8].copy_from_slice(&d.to_le_bytes());
+    }
+    page[GDTR_OFFSET..GDTR_OFFSET + 2].copy_from_slice(&(3 * 8 - 1u16).to_le_bytes());
+    page[GDTR_OFFSET + 2..GDTR_OFFSET + 10]
+        .copy_from_slice(&(gpa + GDT_OFFSET as u64).to_le_bytes());
+    let terminate = MsrRequest::Terminate(TerminationReason::from(GuestReason::MsrProtocol));
+    page[TERMINATE_OFFSET..TERMINATE_OFFSET + 8].copy_from_slice(&terminate.encode().to_le_bytes());
+    Ok(page)
+}
+
 impl ApJumpTable {
-    /// Copies the parking code to the page at `gpa` with its reset vector zeroed. Call before
-    /// any AP can park there (a parked AP runs this page).
+    /// Copies the parking code, parking in `mode`, to the page at `gpa` with its reset vector
+    /// zeroed. Call before any AP can park there (a parked AP runs this page).
     ///
     /// # Safety
     /// `gpa` is reserved for the AP jump table, identity-mapped writable and private in the
     /// running page tables, and no AP runs from it now.
-    pub unsafe fn install(gpa: u64) -> Result<Self, JumpTableError> {
-        if !gpa.is_multiple_of(4096) || gpa + 4096 > 1 << 32 || gpa == 0 {
-            return Err(JumpTableError::BadPage(gpa));
-        }
-        let code = blob();
-        let mut page = [0u8; 4096];
-        page[..code.len()].copy_from_slice(code);
-        let gdt = [0, descriptor16(gpa, 0x9a), descriptor16(gpa, 0x92)];
-        for (i, d) in gdt.iter().enumerate() {
-            let at = GDT_OFFSET + i * 8;
-            page[at..at + 8].copy_from_slice(&d.to_le_bytes());
-        }
-        page[GDTR_OFFSET..GDTR_OFFSET + 2].copy_from_slice(&(3 * 8 - 1u16).to_le_bytes());
-        page[GDTR_OFFSET + 2..GDTR_OFFSET + 10]
-            .copy_from_slice(&(gpa + GDT_OFFSET as u64).to_le_bytes());
-        let terminate = MsrRequest::Terminate(TerminationReason::from(GuestReason::MsrProtocol));
-        page[TERMINATE_OFFSET..TERMINATE_OFFSET + 8]
-            .copy_from_slice(&terminate.encode().to_le_bytes());
+    pub unsafe fn install(gpa: u64, mode: ParkMode) -> Result<Self, JumpTableError> {
+        let page = page_image(gpa, mode)?;
         // SAFETY: the caller reserved the page, mapped identity and writable, and no AP runs it.
         unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), gpa as *mut u8, page.len()) };
         Ok(Self { gpa })
@@ -186,7 +229,8 @@ impl ApJumpTable {
     }
 
     /// Parks the calling CPU in AP Reset Hold; once a start-up IPI wakes it, it continues in
-    /// real mode at the reset vector. Never returns.
+    /// real mode at the reset vector. Never returns. In [`ParkMode::PassThrough`] it continues
+    /// there at once.
     ///
     /// # Safety
     /// The page was [`install`](Self::install)ed; the running page tables identity-map it
@@ -242,9 +286,47 @@ mod tests {
         for gpa in [0, 0x1001, 0x1_0000_0000] {
             // SAFETY: refused before anything is written.
             assert_eq!(
-                unsafe { ApJumpTable::install(gpa) },
+                unsafe { ApJumpTable::install(gpa, ParkMode::ResetHold) },
                 Err(JumpTableError::BadPage(gpa))
             );
         }
+    }
+
+    #[test]
+    fn the_park_mode_follows_the_protocol_version() {
+        assert_eq!(ParkMode::for_version(GhcbVersion::V2), ParkMode::ResetHold);
+        assert_eq!(
+            ParkMode::for_version(GhcbVersion::V1),
+            ParkMode::PassThrough
+        );
+    }
+
+    /// The mode byte is where the code reads it, and the code reads it before the hold: a
+    /// pass-through page never sends AP Reset Hold.
+    #[test]
+    fn the_code_tests_the_mode_byte_before_the_hold() {
+        let gpa = 0x9_f000;
+        for mode in [ParkMode::ResetHold, ParkMode::PassThrough] {
+            let page = page_image(gpa, mode).unwrap();
+            assert_eq!(page[MODE_OFFSET], mode as u8);
+            assert_eq!(&page[..4], &[0; 4], "reset vector not set yet");
+            let gdtr_base =
+                u64::from_le_bytes(page[GDTR_OFFSET + 2..GDTR_OFFSET + 10].try_into().unwrap());
+            assert_eq!(gdtr_base, gpa + GDT_OFFSET as u64);
+        }
+        let code = &blob()[CODE_OFFSET..];
+        // cmp byte [0x0004], 0 in 16-bit code: 80 3E 04 00 00.
+        let cmp = [0x80, 0x3e, MODE_OFFSET as u8, 0x00, 0x00];
+        let test_at = code
+            .windows(5)
+            .position(|w| w == cmp)
+            .expect("the mode test");
+        // mov eax, 0x006 (the AP Reset Hold request): 66 B8 06 00 00 00.
+        let hold = [0x66, 0xb8, 0x06, 0x00, 0x00, 0x00];
+        let hold_at = code
+            .windows(6)
+            .position(|w| w == hold)
+            .expect("the hold request");
+        assert!(test_at < hold_at);
     }
 }

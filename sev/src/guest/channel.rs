@@ -22,7 +22,7 @@
 //! the GHCB, with a #VC core state of its own (the holder's is in use below it).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 use x86::interrupts::{InterruptFrame, fatal};
 
@@ -31,7 +31,7 @@ use crate::exception::Exception;
 use crate::ghcb::Ghcb;
 use crate::hv_features::{self, GuestKind, HvFeatures};
 use crate::hw::{GhcbMsrRecord, HwGhcb, HwGhcbMsr};
-use crate::msr_protocol::{self, GhcbMsr, SevInfo};
+use crate::msr_protocol::{self, GhcbMsr, GhcbVersion, SevInfo};
 use crate::nae;
 use crate::sev_status::{SEV_STATUS_MSR, SevStatus};
 use crate::termination::{GuestReason, TerminationReason};
@@ -103,6 +103,9 @@ pub struct GhcbChannel {
     /// The GHCB GPA is registered and in the GHCB MSR: #VCs go through the GHCB. Set once, under
     /// the lock; read without it by an interrupting user.
     registered: AtomicBool,
+    /// The negotiated protocol version (`GhcbVersion::number`), 0 before registration. Stored
+    /// before `registered` is set, so whoever sees that sees this.
+    version: AtomicU16,
     /// Who uses the GHCB page right now: a [`with`](Self::with) holder (the outer user) and at
     /// most one interrupting user on top of it.
     nesting: GhcbNesting,
@@ -127,8 +130,9 @@ pub struct Established {
     /// CPUID 0x8000001F as the early #VC path (MSR protocol) answered it, EAX, EBX, ECX, EDX.
     pub sev_cpuid: [u32; 4],
     /// The hypervisor's features, checked against what this kind of guest needs
-    /// ([`GhcbChannel::hv_features`]).
-    pub hv_features: HvFeatures,
+    /// ([`GhcbChannel::hv_features`]); `None` under protocol version 1, which has no
+    /// HV_FEATURES (the check then takes none as offered).
+    pub hv_features: Option<HvFeatures>,
 }
 
 /// Exclusive use of the GHCB MSR, the GHCB and the #VC core's per-CPU state while a
@@ -140,6 +144,7 @@ pub struct HeldChannel<'a> {
     pub cpu: &'a mut VcPerCpu,
     page: &'a GhcbPage,
     record: &'a GhcbMsrRecord,
+    version: GhcbVersion,
 }
 
 impl HeldChannel<'_> {
@@ -153,6 +158,7 @@ impl HeldChannel<'_> {
         // view is not in use meanwhile), makes this the only reference to it; CPL 0 in an
         // SEV-ES guest with the GPA registered.
         unsafe { HwGhcb::new(&mut *self.page.page.get(), gpa, self.record) }
+            .with_version(self.version)
     }
 }
 
@@ -169,6 +175,7 @@ impl GhcbChannel {
         Self {
             page,
             registered: AtomicBool::new(false),
+            version: AtomicU16::new(0),
             nesting: GhcbNesting::new(),
             shared_alias,
             state: spin::Mutex::new(State {
@@ -205,11 +212,23 @@ impl GhcbChannel {
         // is registered and in the GHCB MSR; the caller holds the lock, which makes this the
         // only reference to the page and the only user of the MSR.
         unsafe { HwGhcb::new(&mut *self.shared_view(), self.gpa(), &self.record) }
+            .with_version(self.version())
+    }
+
+    /// The negotiated protocol version, for the GHCBs this channel hands out (registered
+    /// ones only: the version is known by then).
+    fn version(&self) -> GhcbVersion {
+        self.protocol_version().unwrap_or(GhcbVersion::MAX)
+    }
+
+    /// The protocol version negotiated at registration; `None` before.
+    pub fn protocol_version(&self) -> Option<GhcbVersion> {
+        GhcbVersion::from_number(self.version.load(Ordering::Acquire))
     }
 
     /// Brings the GHCB up for page tables whose C-bit is at `c_bit`, as the GHCB specification
     /// orders it: CPUID 0x8000001F through the early #VC path, checked against SEV_STATUS;
-    /// protocol negotiation (version 2); GHCB GPA registration, then the GPA in the GHCB MSR;
+    /// protocol negotiation (the highest version both sides speak); the GPA in the GHCB MSR;
     /// the hypervisor's features, which must include what the guest needs
     /// ([`hv_features`](Self::hv_features)). Call once, after the IDT routes #VC to
     /// [`handle_vc`](Self::handle_vc) and the #VC core's decoder exists. Fails with the reason
@@ -225,30 +244,39 @@ impl GhcbChannel {
         })
     }
 
-    /// Asks the hypervisor for its features (HV_FEATURES through the MSR protocol, GHCB
-    /// protocol version 2, after [`register`](Self::register)) and checks them against what
-    /// this guest needs, by its kind as SEV_STATUS says ([`hv_features::check`]). Fails with
-    /// the reason to terminate with: a response that is not an HV_FEATURES response
-    /// (`MsrProtocol`), SNP features without SNP (`HvFeatures`), a feature the guest needs
-    /// missing (the GHCB specification's `SnpUnsupported`).
-    pub fn hv_features(&self) -> Result<HvFeatures, TerminationReason> {
+    /// Asks the hypervisor for its features (HV_FEATURES through the MSR protocol, after
+    /// [`register`](Self::register)) and checks them against what this guest needs, by its
+    /// kind as SEV_STATUS says ([`hv_features::check`]). Under protocol version 1, which has
+    /// no HV_FEATURES, nothing is asked (a version 1 hypervisor does not know the request):
+    /// the check takes none as offered, and `None` comes back. Fails with the reason to
+    /// terminate with: a response that is not an HV_FEATURES response (`MsrProtocol`), SNP
+    /// features without SNP (`HvFeatures`), a feature the guest needs missing (the GHCB
+    /// specification's `SnpUnsupported`; under version 1 whatever the guest needs at all).
+    pub fn hv_features(&self) -> Result<Option<HvFeatures>, TerminationReason> {
+        let version = self
+            .protocol_version()
+            .ok_or(TerminationReason::from(GuestReason::GhcbRegistration))?;
         // SAFETY: SEV_STATUS exists in every SEV guest and is read without an exit.
         let status = SevStatus::from_msr(unsafe { x86::msr::rdmsr(SEV_STATUS_MSR) });
-        let offered = {
+        let offered = if version.has_hv_features() {
             let _state = self.state.lock();
             // The request leaves the MSR holding the GHCB GPA again.
             msr_protocol::hv_features(&mut self.msr())
+                .map_err(|e| TerminationReason::from(e.reason()))?
+        } else {
+            log::debug!("GHCB protocol {}: no HV_FEATURES", version.number());
+            HvFeatures::empty()
         };
-        let offered = offered.map_err(|e| TerminationReason::from(e.reason()))?;
         hv_features::check(GuestKind::of(status), offered).map_err(|e| {
             log::error!("hypervisor features {offered:?} refused: {e:?}");
             e.reason()
-        })
+        })?;
+        Ok(version.has_hv_features().then_some(offered))
     }
 
     /// The part of [`establish`](Self::establish) after the CPUID check, for a guest that
     /// runs that check itself: protocol negotiation, then the GHCB's GPA in the GHCB MSR
-    /// ([`register_ghcb`]).
+    /// ([`register_ghcb`]). From then on every GHCB request carries the negotiated version.
     ///
     /// From then on every port access is a #VC and a VMGEXIT: the console
     /// ([`x86::serial::use_string_output`]) sends each line with one string OUT, which the #VC
@@ -256,6 +284,7 @@ impl GhcbChannel {
     pub fn register(&self, c_bit: u8) -> Result<SevInfo, TerminationReason> {
         let state = self.state.lock();
         let info = register_ghcb(&mut self.msr(), self.gpa(), c_bit)?;
+        self.version.store(info.version.number(), Ordering::Release);
         self.registered.store(true, Ordering::Release);
         drop(state);
         x86::serial::use_string_output();
@@ -310,6 +339,7 @@ impl GhcbChannel {
             cpu: &mut state.cpu,
             page: self.page,
             record: &self.record,
+            version: self.version(),
         };
         let r = f(&mut held);
         self.nesting.exit();
@@ -354,12 +384,16 @@ impl GhcbChannel {
         // once `with_ghcb` restored it.
         let (ghcb, backup) = unsafe { (&mut *self.shared_view(), &mut *self.page.backup.get()) };
         let gpa = self.gpa();
+        let version = self.version();
         let r = self
             .nesting
             .with_ghcb(ghcb, backup, |page, u| {
                 // SAFETY: as above; the GPA is registered and `msr.read` told the record what
                 // the MSR holds, so the VMGEXIT writes the GPA first if it is not there.
-                f(&mut unsafe { HwGhcb::new(page, gpa, &self.record) }, u)
+                f(
+                    &mut unsafe { HwGhcb::new(page, gpa, &self.record) }.with_version(version),
+                    u,
+                )
             })
             .map_err(|_| InterruptingUseError::TooDeep);
         if holders_msr != gpa {
@@ -482,6 +516,7 @@ mod tests {
         assert_eq!(CHANNEL.gpa() % 4096, 0);
         assert_eq!(CHANNEL.shared_view() as u64, (1 << 40) + CHANNEL.gpa());
         assert!(!CHANNEL.can_print());
+        assert_eq!(CHANNEL.protocol_version(), None, "nothing negotiated yet");
         let held_can_print = CHANNEL.with(|ch| {
             assert!(ch.ghcb.is_none());
             CHANNEL.can_print()

@@ -572,6 +572,7 @@ mod tests {
                 min: 1,
                 max: 2,
                 cbit: c_bit,
+                version: crate::msr_protocol::GhcbVersion::V2,
             })
         }
 

@@ -3,8 +3,8 @@
 //! need alike, so that both run one implementation.
 //!
 //! - [`check_sev_cpuid`] and [`register_ghcb`]: the GHCB bring-up sequence of the GHCB
-//!   specification (CPUID 0x8000001F through the early #VC path, SEV information with protocol
-//!   version 2, GHCB GPA registration),
+//!   specification (CPUID 0x8000001F through the early #VC path, SEV information and protocol
+//!   negotiation, the GHCB's GPA in the GHCB MSR),
 //! - [`dispatch_vc`]: one #VC, early (MSR protocol, CPUID only) or through the GHCB, ending in a
 //!   termination request when the core refuses,
 //! - [`InterruptRegs`]: the interrupted context of `x86::interrupts` as the #VC core sees it,
@@ -16,7 +16,8 @@
 //! - [`plan`], [`leaves`], [`take_over`]: the decisions of a guest that starts under the
 //!   firmware's SEV-ES (the stage's EFI entry) and takes #VC and the GHCB over from it,
 //! - [`igvm_entry!`](crate::igvm_entry): the naked entry point that gives each vCPU its stack,
-//! - [`ApJumpTable`]: the AP jump table page and the code that parks an AP there (AP Reset Hold).
+//! - [`ApJumpTable`]: the AP jump table page and the code that parks an AP there (AP Reset Hold,
+//!   or under GHCB protocol version 1 none: [`ParkMode`]).
 //!
 //! Only with the `guest` feature (it brings in the `x86` crate), on x86-64.
 
@@ -29,7 +30,7 @@ mod memory;
 mod regs;
 mod sim_hypercall;
 
-pub use ap_jump_table::{ApJumpTable, JumpTableError};
+pub use ap_jump_table::{ApJumpTable, JumpTableError, ParkMode};
 pub use channel::{Established, GhcbChannel, GhcbPage, HeldChannel};
 pub use efi::{
     Detected, Leaf, Plan, Refusal, SevEsPlan, Step, TakeoverError, TakeoverSteps, leaves, plan,
@@ -67,9 +68,11 @@ pub fn check_sev_cpuid(c_bit: u8) -> Result<[u32; 4], TerminationReason> {
     Ok(regs)
 }
 
-/// Negotiates the GHCB protocol (version 2 must be in the hypervisor's range), checks that the
-/// hypervisor's C-bit position is `c_bit`, and leaves the GHCB's GPA `gpa` in the GHCB MSR:
-/// from then on #VCs go through the GHCB. Returns the negotiated information. No GHCB GPA
+/// Negotiates the GHCB protocol (the highest version in both the hypervisor's range and
+/// `msr_protocol::GhcbVersion`'s: version 1 hypervisors are served too, see
+/// `msr_protocol::check_sev_info`), checks that the hypervisor's C-bit position is `c_bit`, and
+/// leaves the GHCB's GPA `gpa` in the GHCB MSR: from then on #VCs go through the GHCB. Returns
+/// the negotiated information. No GHCB GPA
 /// Registration request: that (like the preferred-GPA request) is an SEV-SNP request, which KVM
 /// answers by terminating an SEV-ES guest, and so does the simulator; an SEV-ES hypervisor
 /// takes the GHCB at whatever GPA the MSR holds at each VMGEXIT.

@@ -7,8 +7,8 @@
 //! refuses a GHCB written there (`HeldChannel::private_ghcb`).
 //!
 //! Bring-up ([`establish`]) follows the GHCB specification: a CPUID through the MSR protocol
-//! (the early #VC path), SEV information with protocol version 2 in range, GHCB GPA
-//! registration, then the GPA in the GHCB MSR. Every failure terminates with its reason through
+//! (the early #VC path), SEV information and protocol negotiation (version 2, or 1 from a
+//! version 1 hypervisor: `checks::ghcb_v1`), then the GPA in the GHCB MSR. Every failure terminates with its reason through
 //! the MSR protocol, which works at any time.
 
 use handoff::launch::{SHARED_ALIAS, SIM_C_BIT};

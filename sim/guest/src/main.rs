@@ -57,7 +57,8 @@ extern "C" fn main(param_gpa: u64) -> ! {
     let sev_info = ghcb::establish();
     x86::serial::init();
     x86::serial_println!(
-        "simguest: GHCB protocol 2 (hypervisor offers {}..={}, C-bit {}), GHCB at {:#x}",
+        "simguest: GHCB protocol {} (hypervisor offers {}..={}, C-bit {}), GHCB at {:#x}",
+        sev_info.version.number(),
         sev_info.min,
         sev_info.max,
         sev_info.cbit,

@@ -29,6 +29,7 @@ mod encrypted_ghcb;
 mod faults;
 pub use faults::double_fault;
 mod ending;
+mod ghcb_v1;
 mod instructions;
 mod ioio;
 mod mmio;
@@ -78,6 +79,8 @@ const BY_NAME_ONLY: &[(&str, Check)] = &[
     ("triple_fault", faults::triple_fault),
     ("bad_msr_request", faults::bad_msr_request),
     ("ghcb_registration", faults::ghcb_registration),
+    ("ghcb_v1", ghcb_v1::ghcb_v1),
+    ("ghcb_version_field", ghcb_v1::ghcb_version_field),
 ];
 
 /// Runs the checks `selection` names (`all` or one name) and returns the run's exit status.
