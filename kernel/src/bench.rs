@@ -31,7 +31,7 @@ const MSR_SEV_STATUS: u32 = 0xc001_0131;
 /// COM1's scratch register: forwarded by the simulator, no side effect.
 const COM1_SCRATCH: u16 = 0x3ff;
 /// The HPET's capability register (read-only), which the kernel maps shared and uncached.
-const HPET_CAPABILITIES: u64 = 0xfed0_0000;
+const HPET_CAPABILITIES: u64 = x86::pc::hpet::BASE + x86::pc::hpet::CAPABILITIES;
 /// Subleaf of the CPUID-hit loop's leaf 0: asked once before its window (a miss, so it is the
 /// newest entry in the #VC core's cache), then always served from the cache.
 const HIT_SUBLEAF: u32 = 0x1000;

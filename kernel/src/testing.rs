@@ -225,7 +225,7 @@ fn paging(info: &BootInfo) -> Result<(), &'static str> {
         let encrypted = |va: u64| translate(va).map(|t| t.encrypted);
         if encrypted(info.kernel_start) != Some(true)
             || encrypted(0xfee0_0000) != Some(false)
-            || encrypted(0xfed0_0000) != Some(false)
+            || encrypted(x86::pc::hpet::BASE) != Some(false)
             || crate::sev::ghcb_pages().any(|ghcb| {
                 encrypted(ghcb) != Some(false) || encrypted(ghcb + PAGE_4K) != Some(true)
             })

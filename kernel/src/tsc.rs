@@ -11,17 +11,8 @@
 //! must advance within a bounded number of reads, and the result must be a plausible CPU clock
 //! (100 MHz .. 10 GHz); otherwise the rate stays unknown (0) and the caller says so.
 
-/// The HPET's MMIO base on PC machines (the kernel maps it, uncached and shared).
-const HPET_BASE: u64 = 0xfed0_0000;
-/// General capabilities: counter period in femtoseconds in bits 63:32.
-const HPET_CAPABILITIES: u64 = 0x000;
-/// General configuration: bit 0 enables the main counter.
-const HPET_CONFIG: u64 = 0x010;
-const HPET_ENABLE: u64 = 1;
-/// The main counter.
-const HPET_COUNTER: u64 = 0x0f0;
-/// The longest period the HPET specification allows: 100 ns.
-const MAX_PERIOD_FS: u64 = 100_000_000;
+use x86::pc::hpet::{self, CapabilitiesError};
+
 /// How long the measurement runs.
 const WINDOW_FS: u64 = 10_000_000_000_000; // 10 ms
 /// Spin rounds before the first look at the counter; doubled after each look.
@@ -33,8 +24,8 @@ const MAX_READS: u32 = 24;
 /// Why the TSC could not be measured.
 #[derive(Clone, Copy, Debug)]
 pub enum CalibrationError {
-    /// The capabilities register names no valid period.
-    BadPeriod(u64),
+    /// The capabilities register is no HPET's (e.g. no valid period).
+    Capabilities(CapabilitiesError),
     /// The counter did not run for the whole window.
     Stalled,
     /// The result is no plausible CPU clock.
@@ -44,7 +35,7 @@ pub enum CalibrationError {
 impl core::fmt::Display for CalibrationError {
     fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
         match self {
-            Self::BadPeriod(p) => write!(f, "HPET period {p} fs is not a valid period"),
+            Self::Capabilities(e) => write!(f, "HPET capabilities: {e}"),
             Self::Stalled => write!(f, "the HPET counter does not advance"),
             Self::Implausible(hz) => write!(f, "measured {hz} Hz, not a plausible TSC rate"),
         }
@@ -54,20 +45,18 @@ impl core::fmt::Display for CalibrationError {
 fn read(reg: u64) -> u64 {
     // SAFETY: an aligned 64-bit HPET register; the kernel's page tables map the HPET page
     // (`crate::memory`: MMIO, uncached, shared under SEV), and reading it has no side effects.
-    unsafe { core::ptr::read_volatile((HPET_BASE + reg) as *const u64) }
+    unsafe { core::ptr::read_volatile((hpet::BASE + reg) as *const u64) }
 }
 
 /// Measures the TSC rate against the HPET. Call once the kernel's page tables are up (and,
 /// under SEV-ES, the GHCB: every access is an MMIO #VC).
 pub fn calibrate_with_hpet() -> Result<u64, CalibrationError> {
-    let period = read(HPET_CAPABILITIES) >> 32;
-    if period == 0 || period > MAX_PERIOD_FS {
-        return Err(CalibrationError::BadPeriod(period));
-    }
-    let config = read(HPET_CONFIG);
-    let enabled_here = config & HPET_ENABLE == 0;
+    let period =
+        hpet::period_fs(read(hpet::CAPABILITIES)).map_err(CalibrationError::Capabilities)?;
+    let config = read(hpet::CONFIG);
+    let enabled_here = config & hpet::ENABLE == 0;
     if enabled_here {
-        write_config(config | HPET_ENABLE);
+        write_config(config | hpet::ENABLE);
     }
     let measured = measure(period);
     if enabled_here {
@@ -80,13 +69,13 @@ pub fn calibrate_with_hpet() -> Result<u64, CalibrationError> {
 fn write_config(value: u64) {
     // SAFETY: the configuration register of the HPET mapped above; its enable bit only starts
     // or stops the main counter.
-    unsafe { core::ptr::write_volatile((HPET_BASE + HPET_CONFIG) as *mut u64, value) };
+    unsafe { core::ptr::write_volatile((hpet::BASE + hpet::CONFIG) as *mut u64, value) };
 }
 
 /// Times [`WINDOW_FS`] of the running HPET counter (period `period` fs) with the TSC.
 fn measure(period: u64) -> Result<u64, CalibrationError> {
     let ticks = WINDOW_FS / period;
-    let start = read(HPET_COUNTER);
+    let start = read(hpet::COUNTER);
     let tsc0 = x86::tsc::rdtsc();
     let mut spin = FIRST_SPIN;
     let mut reads = 0;
@@ -94,7 +83,7 @@ fn measure(period: u64) -> Result<u64, CalibrationError> {
         for _ in 0..spin {
             core::hint::spin_loop();
         }
-        let now = read(HPET_COUNTER).wrapping_sub(start);
+        let now = read(hpet::COUNTER).wrapping_sub(start);
         let tsc = x86::tsc::rdtsc().wrapping_sub(tsc0);
         if now >= ticks {
             break (now, tsc);

@@ -3,6 +3,7 @@
 //! answers the guest with #GP and says so on the console.
 
 use core::ptr::{read_volatile, write_volatile};
+use x86::pc::{hpet, ioapic};
 
 /// COM1's eight registers.
 const COM1: core::ops::RangeInclusive<u16> = 0x3f8..=0x3ff;
@@ -10,7 +11,10 @@ const COM1: core::ops::RangeInclusive<u16> = 0x3f8..=0x3ff;
 pub const DEBUG_EXIT: u16 = x86::qemu::DEBUG_EXIT_PORT;
 
 /// MMIO windows forwarded to the host's devices: (base, size).
-const MMIO: [(u64, u64, &str); 2] = [(0xfed0_0000, 0x400, "HPET"), (0xfec0_0000, 0x20, "IOAPIC")];
+const MMIO: [(u64, u64, &str); 2] = [
+    (hpet::BASE, hpet::SIZE, "HPET"),
+    (ioapic::INDEX, ioapic::SIZE, "IOAPIC"),
+];
 
 /// Whether a port access of `size` bytes at `port` is forwarded.
 pub fn port_allowed(port: u16, size: u8) -> bool {

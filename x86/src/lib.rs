@@ -16,6 +16,7 @@ pub mod interrupts;
 pub mod io;
 pub mod msr;
 pub mod paging;
+pub mod pc;
 pub mod qemu;
 // Only in the freestanding (panic=abort) builds: a workspace-wide host `cargo test` unifies
 // features, and the test binaries (which unwind) bring their own runtime symbols.

@@ -32,6 +32,7 @@ use handoff::sim_hypercall::{
 };
 use sev::guest::{vmmcall, vmmcall3};
 use x86::interrupts::InterruptFrame;
+use x86::pc::{hpet, ioapic};
 
 /// NMIs of [`storm`] per CPU, in CI (see `tests/tests/nmi_storm.rs` for the time it takes).
 const STORM_NMIS: u64 = 5_000;
@@ -83,11 +84,6 @@ static LAST_RSP: AtomicU64 = AtomicU64::new(0);
 /// [`SELF_NMI`] fires once per arming.
 static SELF_NMI_ARMED: AtomicBool = AtomicBool::new(false);
 
-/// The HPET's capability register and the IOAPIC's index/data window (identity, shared).
-const HPET: u64 = 0xfed0_0000;
-const IOAPIC_INDEX: u64 = 0xfec0_0000;
-const IOAPIC_DATA: u64 = 0xfec0_0010;
-const IOAPIC_VERSION: u32 = 1;
 /// COM1's line control register (read by the loops: constant while nothing reprograms the
 /// port) and its scratch register (written by the loops, used by nothing else).
 const COM1_LCR: u16 = x86::serial::COM1 + 3;
@@ -212,7 +208,7 @@ fn nmi_storm(count: u64, min: u64, max: u64) -> Result<(), &'static str> {
 fn hpet_cap() -> u64 {
     // SAFETY: the HPET's capability register, mapped uncached and shared (MMIO); reading it
     // has no side effect.
-    unsafe { (HPET as *const u64).read_volatile() }
+    unsafe { ((hpet::BASE + hpet::CAPABILITIES) as *const u64).read_volatile() }
 }
 
 /// CPUID leaf 0 with subleaf `n`: the #VC core caches answers by (leaf, subleaf), so a subleaf
@@ -547,11 +543,11 @@ fn one_loop(i: u32, vendor: [u32; 4]) -> Result<(), &'static str> {
     // SAFETY: selects the IOAPIC's version register (nothing else in the kernel uses the
     // IOAPIC), then reads it; MMIO mapped uncached and shared.
     let version = unsafe {
-        (IOAPIC_INDEX as *mut u32).write_volatile(IOAPIC_VERSION);
-        (IOAPIC_DATA as *const u32).read_volatile()
+        (ioapic::INDEX as *mut u32).write_volatile(ioapic::VERSION);
+        (ioapic::DATA as *const u32).read_volatile()
     };
     ensure!(
-        matches!(version as u8, 0x11 | 0x20),
+        ioapic::check_version(version).is_ok(),
         "MMIO write and read under the storm",
         "IOAPIC version {version:#x}"
     );

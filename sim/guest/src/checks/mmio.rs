@@ -4,19 +4,12 @@
 //! identification registers have values known in advance.
 
 use sev::exit_code::ExitCode::Npf;
+use x86::pc::{hpet, ioapic};
 
 use super::{Outcome, counting, one_vc};
 
-/// The HPET's registers; offset 0 is the 64-bit general capabilities and ID register.
-const HPET: u64 = 0xfed0_0000;
-/// The IOAPIC's index register.
-const IOAPIC_INDEX: u64 = 0xfec0_0000;
-/// The IOAPIC's data window.
-const IOAPIC_DATA: u64 = 0xfec0_0010;
-/// Index of the IOAPIC version register.
-const IOAPIC_VERSION: u32 = 1;
-/// Largest counter period the HPET specification allows: 100 ns, in femtoseconds.
-const HPET_MAX_PERIOD_FS: u64 = 100_000_000;
+/// The HPET's 64-bit general capabilities and ID register.
+const HPET: u64 = hpet::BASE + hpet::CAPABILITIES;
 
 fn read<T: Copy>(addr: u64) -> T {
     // SAFETY: `addr` is a register of a device the simulator forwards, mapped shared and
@@ -34,18 +27,8 @@ pub fn mmio() -> Outcome {
 /// no narrower accesses), consistent and sensible.
 fn hpet() -> Outcome {
     let cap = one_vc("MOV r64, [HPET]", Npf, || read::<u64>(HPET))?;
-    let revision = cap as u8;
-    let vendor = (cap >> 16) as u16;
-    let period = cap >> 32;
-    ensure!(revision != 0, "HPET capabilities {cap:#x}: revision 0");
-    ensure!(
-        vendor != 0 && vendor != 0xffff,
-        "HPET capabilities {cap:#x}: vendor ID {vendor:#x}"
-    );
-    ensure!(
-        (1..=HPET_MAX_PERIOD_FS).contains(&period),
-        "HPET capabilities {cap:#x}: period {period} fs outside 1..={HPET_MAX_PERIOD_FS}"
-    );
+    let period =
+        hpet::period_fs(cap).map_err(|e| alloc::format!("HPET capabilities {cap:#x}: {e}"))?;
     let high = one_vc("MOV r32, [HPET + 4]", Npf, || read::<u32>(HPET + 4))?;
     ensure!(
         u64::from(high) == period,
@@ -59,26 +42,14 @@ fn ioapic() -> Outcome {
     // SAFETY: selecting a register in the IOAPIC's index register only affects what the data
     // window shows; nothing else in this guest uses the IOAPIC.
     one_vc("MOV [IOAPIC index], r32", Npf, || unsafe {
-        (IOAPIC_INDEX as *mut u32).write_volatile(IOAPIC_VERSION)
+        (ioapic::INDEX as *mut u32).write_volatile(ioapic::VERSION)
     })?;
-    let v = one_vc("MOV r32, [IOAPIC data]", Npf, || read::<u32>(IOAPIC_DATA))?;
+    let v = one_vc("MOV r32, [IOAPIC data]", Npf, || read::<u32>(ioapic::DATA))?;
     check_ioapic_version(v)
 }
 
-/// Version 0x11 (the 82093AA) or 0x20 (QEMU's default), with a PC's 24 pins or more.
 fn check_ioapic_version(v: u32) -> Outcome {
-    let version = v as u8;
-    let max_entry = (v >> 16) as u8;
-    ensure!(
-        matches!(version, 0x11 | 0x20),
-        "IOAPIC version register {v:#x}: version {version:#x}, expected 0x11 or 0x20"
-    );
-    ensure!(
-        max_entry >= 23,
-        "IOAPIC version register {v:#x}: {} redirection entries, expected at least 24",
-        u32::from(max_entry) + 1
-    );
-    Ok(())
+    ioapic::check_version(v).map_err(|e| alloc::format!("{e}"))
 }
 
 /// MOVS with MMIO on either side, one #VC per element: the HPET capabilities copied into
@@ -93,10 +64,10 @@ fn movs() -> Outcome {
         copied == cap,
         "REP MOVSD copied {copied:#x} from the HPET, a MOV read {cap:#x}"
     );
-    let index = [IOAPIC_VERSION];
-    let ((), vcs) = counting(|| rep_movsd(index.as_ptr(), IOAPIC_INDEX as *mut u32, 1));
+    let index = [ioapic::VERSION];
+    let ((), vcs) = counting(|| rep_movsd(index.as_ptr(), ioapic::INDEX as *mut u32, 1));
     vcs.expect("REP MOVSD to the IOAPIC index", Npf, 1..=1)?;
-    let v = one_vc("MOV r32, [IOAPIC data]", Npf, || read::<u32>(IOAPIC_DATA))?;
+    let v = one_vc("MOV r32, [IOAPIC data]", Npf, || read::<u32>(ioapic::DATA))?;
     check_ioapic_version(v)
 }
 
