@@ -15,6 +15,7 @@ extern crate alloc;
 mod deliver;
 mod devices;
 mod memory;
+mod run_idt;
 mod svm;
 mod vcpu;
 mod vmgexit;
@@ -341,6 +342,7 @@ impl HostCpu {
             gprs: Gprs::default(),
             guest_vmcb: 0,
             host_vmcb: host_vmcb.address(),
+            guest_loaded: 0,
             guest_fpu: FpuState([0; 512]),
             host_fpu: FpuState([0; 512]),
         }));

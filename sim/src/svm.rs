@@ -3,9 +3,9 @@
 //! Offsets follow APM vol. 2 appendix B (control area 0x000..0x3ff, state save area from
 //! 0x400). QEMU's TCG SVM (see the README) provides no decode assists and no next-RIP, and does
 //! not switch FS/GS/TR/LDTR/KernelGsBase/syscall MSRs on VMRUN/#VMEXIT: [`run`] uses
-//! VMLOAD/VMSAVE for those, as on hardware.
+//! VMLOAD/VMSAVE for those, as on hardware, once per stretch of runs.
 
-use core::arch::naked_asm;
+use core::arch::{asm, naked_asm};
 use core::ptr::{read_volatile, write_volatile};
 
 /// Control-area and save-area offsets used by the simulator.
@@ -221,15 +221,19 @@ pub struct Gprs {
 #[repr(C, align(16))]
 pub struct FpuState(pub [u8; 512]);
 
-/// Everything one VMRUN round trip needs, in one place the assembly can address.
-#[repr(C)]
+/// Everything one VMRUN round trip needs, in one place the assembly can address. Aligned so
+/// that it never straddles a page: after each world switch QEMU's TCG refills its TLB for every
+/// page the simulator touches (see [`vmrun_asm`]).
+#[repr(C, align(2048))]
 pub struct RunState {
     pub gprs: Gprs,
     /// Physical address of the guest VMCB.
     pub guest_vmcb: u64,
-    /// Physical address of the page VMSAVE/VMLOAD keep the host's hidden state in (a zeroed
-    /// page before the first [`run`]).
+    /// Physical address of the page VMSAVE/VMLOAD keep the host's hidden state in.
     pub host_vmcb: u64,
+    /// Nonzero while the CPU holds the guest's hidden state instead of the host's (see [`run`]):
+    /// from the first [`run`] to [`restore_host`]. Zero at first.
+    pub guest_loaded: u64,
     pub guest_fpu: FpuState,
     /// The host's x87 control word and MXCSR, at their FXSAVE offsets: the only x87/SSE state
     /// the host keeps across [`run`] (the rest is caller-saved in the SysV ABI).
@@ -255,34 +259,71 @@ pub unsafe fn enable(hsave: u64) {
 
 /// Runs the guest of `state` until its next #VMEXIT.
 ///
+/// The guest's hidden state (FS, GS, TR, LDTR, KernelGsBase, the syscall and sysenter MSRs),
+/// which VMRUN and #VMEXIT leave alone, is loaded with VMLOAD at the first call and then stays
+/// in the CPU across the exits: the simulator uses none of it between two runs, and QEMU's TCG
+/// runs each VMLOAD as a helper costing about a microsecond, two per exit if the host's state
+/// came back after every exit. The guest VMCB's copy of that state is current only after
+/// [`save_guest_hidden`] or [`restore_host`].
+///
 /// # Safety
 /// SVM is enabled on this CPU, the guest VMCB is consistent and its intercepts include VMRUN.
-/// `state` is used on this CPU only, and the CPU's FS, GS, TR, LDTR, KernelGsBase and
-/// syscall/sysenter MSRs are the same at every call with it: they are saved at the first call
-/// and restored after each #VMEXIT.
+/// `state` is used on this CPU only. From the first call until [`restore_host`] the CPU runs
+/// the simulator with the guest's FS, GS, TR, LDTR and syscall MSRs: the caller takes no
+/// exception through an IST gate meanwhile (it runs on `crate::run_idt`) and uses no FS- or
+/// GS-relative memory, SYSCALL or SWAPGS.
 pub unsafe fn run(state: &mut RunState) {
     // SAFETY: per the caller; `vmrun_asm` saves and restores every callee-saved register and
     // the callee-saved x87/SSE control state.
     unsafe { vmrun_asm(state) }
 }
 
-/// Offset of the marker in the host page's control area (which VMSAVE and VMLOAD leave alone):
-/// nonzero once the host's hidden state is saved in the page.
-const HOST_SAVED: usize = 0;
+/// Copies the guest's hidden state from the CPU into the guest VMCB (VMSAVE), where the
+/// simulator reads it (the TR for exception delivery); nothing to do before the first [`run`].
+///
+/// # Safety
+/// `state` is the one [`run`] uses on this CPU.
+pub unsafe fn save_guest_hidden(state: &RunState) {
+    if state.guest_loaded != 0 {
+        // SAFETY: the guest VMCB is this CPU's, and the CPU holds the guest's hidden state.
+        unsafe { asm!("vmsave rax", in("rax") state.guest_vmcb, options(nostack)) };
+    }
+}
+
+/// Gives the CPU the host's hidden state back after [`run`], the guest's saved in its VMCB.
+///
+/// # Safety
+/// `state` is the one [`run`] uses on this CPU.
+pub unsafe fn restore_host(state: &mut RunState) {
+    if state.guest_loaded != 0 {
+        // SAFETY: both pages are this CPU's; the host page holds what the first run saved.
+        unsafe {
+            asm!(
+                "vmsave rax",
+                "mov rax, {host}",
+                "vmload rax",
+                host = in(reg) state.host_vmcb,
+                inout("rax") state.guest_vmcb => _,
+                options(nostack),
+            )
+        };
+        state.guest_loaded = 0;
+    }
+}
+
 /// Offsets of the x87 control word and of MXCSR in an FXSAVE area.
 const FXSAVE_FCW: usize = 0;
 const FXSAVE_MXCSR: usize = 24;
 
-/// VMRUN with the guest's GPRs and x87/SSE state loaded and VMLOAD/VMSAVE of its hidden state
-/// around it, interrupts off (GIF is cleared by VMRUN's exit anyway; host interrupts are not
-/// used).
+/// VMRUN with the guest's GPRs and x87/SSE state loaded, and at the first run its hidden state
+/// (see [`run`]), interrupts off (GIF is cleared by VMRUN's exit anyway; host interrupts are
+/// not used).
 ///
-/// Each instruction here costs: QEMU's TCG runs VMSAVE, VMLOAD, FXSAVE and FXRSTOR as helpers
-/// that go through its (just flushed) TLB, about half a microsecond each. So the host keeps
+/// Each instruction here costs: QEMU's TCG runs VMSAVE, VMLOAD, FXSAVE and FXRSTOR as helpers,
+/// and after each world switch it refills its TLB for every page touched. So the host keeps
 /// only what it needs: the callee-saved GPRs (pushed), the x87 control word and MXCSR (the
 /// SysV ABI makes XMM and x87 registers caller-saved; after FNINIT the x87 stack is empty, as
-/// the ABI expects at a call) and its hidden state, which does not change under a running
-/// vCPU (see [`run`]) and is saved at the first run only.
+/// the ABI expects at a call).
 #[unsafe(naked)]
 unsafe extern "C" fn vmrun_asm(state: *mut RunState) {
     naked_asm!(
@@ -292,16 +333,17 @@ unsafe extern "C" fn vmrun_asm(state: *mut RunState) {
         "fnstcw [rdi + {host_fpu} + {fcw}]",
         "stmxcsr [rdi + {host_fpu} + {mxcsr}]",
         "fxrstor64 [rdi + {guest_fpu}]",
-        // Host hidden state (FS/GS/TR/LDTR/KernelGsBase/syscall MSRs) out, the first time;
-        // the guest's in.
-        "mov rax, [rdi + {host_vmcb}]",
-        "cmp qword ptr [rax + {host_saved}], 0",
+        // Host hidden state (FS/GS/TR/LDTR/KernelGsBase/syscall MSRs) out and the guest's in,
+        // unless the guest's is still in the CPU.
+        "cmp qword ptr [rdi + {guest_loaded}], 0",
         "jne 2f",
+        "mov rax, [rdi + {host_vmcb}]",
         "vmsave rax",
-        "mov qword ptr [rax + {host_saved}], 1",
-        "2:",
         "mov rax, [rdi + {guest_vmcb}]",
         "vmload rax",
+        "mov qword ptr [rdi + {guest_loaded}], 1",
+        "2:",
+        "mov rax, [rdi + {guest_vmcb}]",
         "mov rbx, [rdi + 0]", "mov rcx, [rdi + 8]", "mov rdx, [rdi + 16]", "mov rsi, [rdi + 24]",
         "mov rbp, [rdi + 40]", "mov r8, [rdi + 48]", "mov r9, [rdi + 56]", "mov r10, [rdi + 64]",
         "mov r11, [rdi + 72]", "mov r12, [rdi + 80]", "mov r13, [rdi + 88]", "mov r14, [rdi + 96]",
@@ -317,10 +359,6 @@ unsafe extern "C" fn vmrun_asm(state: *mut RunState) {
         "mov [rdi + 104], r15",
         "pop rax",
         "mov [rdi + 32], rax",
-        "mov rax, [rdi + {guest_vmcb}]",
-        "vmsave rax",
-        "mov rax, [rdi + {host_vmcb}]",
-        "vmload rax",
         "fxsave64 [rdi + {guest_fpu}]",
         "fninit",
         "fldcw [rdi + {host_fpu} + {fcw}]",
@@ -332,7 +370,7 @@ unsafe extern "C" fn vmrun_asm(state: *mut RunState) {
         host_vmcb = const core::mem::offset_of!(RunState, host_vmcb),
         guest_fpu = const core::mem::offset_of!(RunState, guest_fpu),
         host_fpu = const core::mem::offset_of!(RunState, host_fpu),
-        host_saved = const HOST_SAVED,
+        guest_loaded = const core::mem::offset_of!(RunState, guest_loaded),
         fcw = const FXSAVE_FCW,
         mxcsr = const FXSAVE_MXCSR,
     )

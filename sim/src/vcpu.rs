@@ -453,8 +453,24 @@ impl Vcpu {
     }
 
     /// Runs the guest until something ends the run.
+    ///
+    /// The loop runs on `crate::run_idt`'s IDT, with the guest's hidden state in the CPU
+    /// (`svm::run`); the host's and the usual IDT are back when this returns.
     pub fn run(&mut self, vm: &Vm) -> Stop {
         vm.started.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: this CPU's GDT is loaded (`HostCpu::enter`).
+        unsafe { crate::run_idt::load() };
+        let stop = self.run_loop(vm);
+        // SAFETY: the state `run_loop` ran with; then the usual IDT, whose IST stacks the
+        // host's TSS (back in TR) names.
+        unsafe {
+            svm::restore_host(self.state);
+            x86::interrupts::load_idt();
+        }
+        stop
+    }
+
+    fn run_loop(&mut self, vm: &Vm) -> Stop {
         // SAFETY: reading CR3 has no side effects.
         let host_cr3 = unsafe { x86::cr::read_cr3() };
         loop {
@@ -463,7 +479,9 @@ impl Vcpu {
             }
             self.inject_pending();
             let entry = x86::tsc::rdtsc();
-            // SAFETY: SVM is on, the VMCB was set up by `new` with the VMRUN intercept.
+            // SAFETY: SVM is on, the VMCB was set up by `new` with the VMRUN intercept; this
+            // loop runs on the IST-free IDT (`run`) and the simulator uses no FS/GS-relative
+            // memory, SYSCALL or SWAPGS.
             unsafe { svm::run(self.state) };
             // QEMU 10.0's TCG with nested SVM now and then (about 1 in 5 NMI storms over 4
             // vCPUs, always on vCPU 0, with or without MMIO forwarding or host interrupts) hands
@@ -854,6 +872,9 @@ impl Vcpu {
             return Err(Stop::Error(SimError::VcOutsideLongMode { code }));
         }
         self.counters.vc();
+        // Delivery reads the guest's TR, which the CPU holds.
+        // SAFETY: the state `svm::run` uses on this CPU.
+        unsafe { svm::save_guest_hidden(self.state) };
         deliver::exception(self.vmcb, &vm.mem, VC_VECTOR, Some(code))
             .map_err(|t| Stop::Error(SimError::TripleFault(t)))
     }
