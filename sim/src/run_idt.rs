@@ -9,7 +9,7 @@
 //! interrupts and NMIs wait while GIF is clear, as it is from #VMEXIT to the next VMRUN, and
 //! the simulator raises no software interrupts (a vector beyond the table is a #GP).
 
-use core::arch::{asm, global_asm, naked_asm};
+use core::arch::{global_asm, naked_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
 use x86::gdt::KERNEL_CODE;
 use x86::idt::{Gate, has_error_code};
@@ -107,16 +107,7 @@ pub unsafe fn load() {
             Gate::interrupt(stubs + (v * STUB_SIZE) as u64, KERNEL_CODE, 0)
         }))
     });
-    #[repr(C, packed)]
-    struct Pointer {
-        limit: u16,
-        base: u64,
-    }
-    let ptr = Pointer {
-        limit: (size_of::<Table>() - 1) as u16,
-        base: table as *const Table as u64,
-    };
     // SAFETY: the table is 'static and every gate leads to a stub of this module, in the code
-    // segment the caller's GDT has.
-    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+    // segment the caller's GDT has, on the running stack (no IST slot).
+    unsafe { x86::idt::load_gates(&table.0) };
 }

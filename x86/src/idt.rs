@@ -102,18 +102,29 @@ impl Idt {
     /// The running CPU has loaded a GDT with [`KERNEL_CODE`] and a TSS whose IST slots point at
     /// usable stacks (see [`crate::gdt::Gdt::load`]); the handlers are the entry stubs.
     pub unsafe fn load(&'static self) {
-        #[repr(C, packed)]
-        struct Pointer {
-            limit: u16,
-            base: u64,
-        }
-        let ptr = Pointer {
-            limit: (size_of::<Self>() - 1) as u16,
-            base: self as *const Self as u64,
-        };
         // SAFETY: the IDT is 'static and its gates lead to the entry stubs (caller's contract).
-        unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+        unsafe { load_gates(&self.0) };
     }
+}
+
+/// Makes `gates` (vectors 0 to `gates.len() - 1`; a higher vector raises #GP) the running
+/// CPU's IDT.
+///
+/// # Safety
+/// Every gate leads to a handler for its vector, in a code segment of the loaded GDT, on a
+/// stack its IST slot (if any) names in the loaded TSS.
+pub unsafe fn load_gates(gates: &'static [Gate]) {
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer {
+        limit: (size_of_val(gates) - 1) as u16,
+        base: gates.as_ptr() as u64,
+    };
+    // SAFETY: the gates are 'static and usable (caller's contract).
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
 }
 
 #[cfg(test)]
