@@ -174,13 +174,20 @@ pub enum GuestReason {
     /// The hypervisor's feature bitmap (HV_FEATURES) contradicts itself: SNP features without
     /// SNP (`hv_features::check`).
     HvFeatures = 0x1c,
+    /// An event on an exception vector whose exceptions push an error code came without one:
+    /// an external interrupt the hypervisor injected there (Heckler), which the guest must not
+    /// take for a fault or a #VC (`x86::interrupts::InterruptFrame::lacks_its_error_code`).
+    MissingErrorCode = 0x1d,
+    /// An interrupt on a vector nothing of the guest's raises (such as 0x80): under SEV-ES only
+    /// the hypervisor, which may inject any vector, can have sent it.
+    UnexpectedInterrupt = 0x1e,
 }
 
 impl GuestReason {
     /// The variant with this code, if any.
     pub fn from_code(code: u8) -> Option<Self> {
         use GuestReason::*;
-        const ALL: [GuestReason; 28] = [
+        const ALL: [GuestReason; 30] = [
             UnsupportedExit,
             ExitCodeMismatch,
             UserModeVc,
@@ -209,6 +216,8 @@ impl GuestReason {
             SnpUnsupported,
             StageMemory,
             HvFeatures,
+            MissingErrorCode,
+            UnexpectedInterrupt,
         ];
         ALL.into_iter().find(|r| *r as u8 == code)
     }
@@ -229,15 +238,15 @@ mod tests {
 
     #[test]
     fn guest_codes_round_trip_and_are_dense() {
-        for code in 1..=0x1cu8 {
-            let r = GuestReason::from_code(code).expect("codes 1..=0x1c are all defined");
+        for code in 1..=0x1eu8 {
+            let r = GuestReason::from_code(code).expect("codes 1..=0x1e are all defined");
             assert_eq!(r as u8, code);
             let t = TerminationReason::from(r);
             assert_eq!((t.set(), t.code()), (REASON_SET_GUEST, code));
             assert_eq!(t.guest_reason(), Some(r));
         }
         assert_eq!(GuestReason::from_code(0), None);
-        assert_eq!(GuestReason::from_code(0x1d), None);
+        assert_eq!(GuestReason::from_code(0x1f), None);
     }
 
     #[test]

@@ -77,7 +77,7 @@
 //! baseline x86-64 target (SSE2, no AVX), so no YMM/ZMM state exists to be clobbered.
 
 use crate::gdt::{IST_STACK_SIZE, NMI_SCRATCH, Tss, ist};
-use crate::idt::{Idt, vector};
+use crate::idt::{Idt, has_error_code, vector};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -119,6 +119,31 @@ pub struct InterruptFrame {
     pub rflags: u64,
     pub rsp: u64,
     pub ss: u64,
+}
+
+impl InterruptFrame {
+    /// Whether the CPU built this frame without the error code its vector's stub expects: an
+    /// external interrupt (or a software `int n`) on a vector for which exceptions push one
+    /// (`idt::has_error_code`). Under SEV-ES the hypervisor injects whatever it likes through
+    /// the VMCB's EVENTINJ, which the guest does not protect (Heckler): an interrupt on #PF or
+    /// #VC would have the guest handle a fault or a hypervisor request that never happened.
+    ///
+    /// Such a frame is one word short, so every field from `error_code` up holds the next one:
+    /// the `cs` slot holds RFLAGS, whose bit 1 is always set, where a frame of code running at
+    /// CPL 0 holds a selector with RPL 0 (none of the binaries runs anything at CPL 3, so such
+    /// a frame is no frame of theirs either). The entry stub's CPL-3 test (`test [rsp + 40], 3`)
+    /// reads the same slot: it keeps such a frame on the IST stack, which is the binary's own,
+    /// rather than follow the shifted "stack pointer". A handler must not resume from such a
+    /// frame (IRETQ would pop the wrong words) and should copy what it reports before it raises
+    /// a nested exception: that one is delivered at the top of the same IST stack, over this
+    /// frame's upper fields.
+    ///
+    /// On vectors without an error code an injected interrupt builds an ordinary frame; only
+    /// the handler can tell that nothing there should have happened.
+    pub fn lacks_its_error_code(&self) -> bool {
+        let vector = u8::try_from(self.vector).ok();
+        vector.is_some_and(has_error_code) && self.cs & 3 != 0
+    }
 }
 
 /// Mnemonic and name of exception `vector` (0..32), or `None` for external interrupts.
@@ -599,7 +624,7 @@ core::arch::global_asm!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idt::{has_error_code, ist_for};
+    use crate::idt::ist_for;
 
     /// The first bytes of vector `v`'s stub, as assembled into this test binary.
     fn stub(v: u8) -> [u8; 16] {
@@ -676,6 +701,60 @@ mod tests {
         register_nmi_stack(top);
         assert_eq!(NMI_STACK_COUNT.load(Ordering::Acquire), count);
         assert!(in_nmi());
+    }
+
+    /// An interrupt on #PF as the stub saves it: no error code, so each slot from the error
+    /// code's up holds the next word (RIP, CS, RFLAGS, RSP, SS, then whatever lies above).
+    #[test]
+    fn a_frame_without_its_error_code_is_recognised() {
+        let fault = InterruptFrame {
+            vector: 14,
+            error_code: 2,
+            rip: 0x40_1000,
+            cs: u64::from(crate::gdt::KERNEL_CODE),
+            rflags: 0x46,
+            rsp: 0x7_ff00,
+            ss: u64::from(crate::gdt::KERNEL_DATA),
+            ..Default::default()
+        };
+        assert!(!fault.lacks_its_error_code());
+        let shifted = InterruptFrame {
+            error_code: fault.rip,
+            rip: fault.cs,
+            cs: fault.rflags,
+            rflags: fault.rsp,
+            rsp: fault.ss,
+            ss: 0,
+            ..fault
+        };
+        assert!(shifted.lacks_its_error_code());
+        // Whatever the interrupted code left in RFLAGS: bit 1 is always set.
+        for rflags in [0x2, 0x202, 0x10046, 0x3f_7fd7] {
+            for v in 0..=255u8 {
+                let frame = InterruptFrame {
+                    vector: u64::from(v),
+                    cs: rflags,
+                    ..shifted
+                };
+                assert_eq!(
+                    frame.lacks_its_error_code(),
+                    has_error_code(v),
+                    "vector {v}"
+                );
+            }
+        }
+        // A vector without an error code cannot be told apart; neither can a vector that is no
+        // vector (not a frame of the stubs).
+        let breakpoint = InterruptFrame {
+            vector: 3,
+            ..shifted
+        };
+        assert!(!breakpoint.lacks_its_error_code());
+        let bogus = InterruptFrame {
+            vector: 0x10e,
+            ..shifted
+        };
+        assert!(!bogus.lacks_its_error_code());
     }
 
     #[test]
