@@ -44,6 +44,13 @@ pub const REFUSE_NMI_COMPLETE: u64 = PREFIX | 6;
 /// injected right at that instruction unless the guest is handling one. For code no exit
 /// interrupts, such as an NMI handler's last instructions. RAX = 0.
 pub const NMI_AT: u64 = PREFIX | 7;
+/// The simulator as a hostile hypervisor (Heckler): injects an external interrupt on vector
+/// RBX (0..=255) into the calling vCPU at its next VMRUN, that is right after the VMGEXIT of
+/// this hypercall, through EVENTINJ (type INTR: no error code, whatever the vector, and
+/// regardless of RFLAGS.IF, as a hypervisor may). Nothing of the virtual APIC takes part (no
+/// in-service bit: an EOI for it ends another vector's). RAX = 0, or [`INVALID_INPUT`] for a
+/// vector above 255.
+pub const INJECT_INTERRUPT: u64 = PREFIX | 8;
 /// A CPUID leaf in the hypervisor range (0x4000_0000..=0x4fff_ffff; "@SIM") through which the
 /// simulator reports the calling vCPU's time in guest mode: EDX:EAX = host TSC ticks spent
 /// between VMRUN and #VMEXIT so far, ECX:EBX = its #VMEXITs so far. The subleaf (ECX) is

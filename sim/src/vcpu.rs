@@ -273,6 +273,9 @@ pub struct Vcpu {
     pub refuse_nmi_complete: bool,
     /// The instruction at which an NMI is made pending (test hypercall `NMI_AT`), while armed.
     nmi_at: Option<u64>,
+    /// The vector of an external interrupt to inject at the next VMRUN, whatever the guest's
+    /// state (test hypercall `INJECT_INTERRUPT`: the simulator as a hostile hypervisor).
+    pub hostile_interrupt: Option<u8>,
     /// The guest's DR7 as the hypervisor tracks it (DR7 NAE events).
     pub dr7: u64,
     /// The nested page table this vCPU runs on now (`crate::memory::NptRoots`).
@@ -439,6 +442,7 @@ impl Vcpu {
             nmi_storm: None,
             refuse_nmi_complete: false,
             nmi_at: None,
+            hostile_interrupt: None,
             dr7: vmsa.dr7,
             npt,
             tsc_aux: u64::from(vmsa.tsc_aux),
@@ -501,9 +505,10 @@ impl Vcpu {
         }
     }
 
-    /// Sets EVENTINJ for the next VMRUN: an interrupted delivery first, else a pending NMI the
-    /// guest is not blocking, else the highest fixed interrupt the guest can take now (when it
-    /// cannot, an interrupt window: the VINTR exit comes when it can).
+    /// Sets EVENTINJ for the next VMRUN: an interrupted delivery first, else a hostile
+    /// interrupt a test asked for (ignoring RFLAGS.IF, as only a hypervisor can), else a pending
+    /// NMI the guest is not blocking, else the highest fixed interrupt the guest can take now
+    /// (when it cannot, an interrupt window: the VINTR exit comes when it can).
     fn inject_pending(&mut self) {
         // INIT and SIPI do nothing to a running SEV-ES vCPU (its state is the guest's): only
         // a vCPU parked in AP reset hold wakes on a SIPI, so those that came meanwhile are lost.
@@ -522,6 +527,8 @@ impl Vcpu {
         }
         if let Some(event) = self.reinject.take() {
             self.vmcb.set(off::EVENT_INJ, event);
+        } else if let Some(v) = self.hostile_interrupt.take() {
+            self.vmcb.set(off::EVENT_INJ, EVENTINJ_INTR | u64::from(v));
         } else if self.nmi_pending && !self.nmi_blocked {
             self.vmcb.set(off::EVENT_INJ, EVENTINJ_NMI);
             self.nmi_pending = false;

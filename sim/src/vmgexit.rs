@@ -480,6 +480,13 @@ fn hypercall(vcpu: &mut Vcpu, vm: &Vm, function: u64, s: &GhcbSnapshot) -> u64 {
             vcpu.arm_nmi_at(rbx);
             0
         }
+        sim_hypercall::INJECT_INTERRUPT => match u8::try_from(rbx) {
+            Ok(v) => {
+                vcpu.hostile_interrupt = Some(v);
+                0
+            }
+            Err(_) => sim_hypercall::INVALID_INPUT,
+        },
         sim_hypercall::REFUSE_NMI_COMPLETE => {
             vcpu.refuse_nmi_complete = true;
             0
