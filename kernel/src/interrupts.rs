@@ -8,12 +8,25 @@
 //! Under SEV-ES a resumed NMI ends with NMI_COMPLETE (`crate::sev::nmi_complete`), without which
 //! the hypervisor sends no other, and a #DB may come as a #VC that `crate::sev` hands to
 //! [`debug`].
+//!
+//! # Injected interrupts
+//! Under SEV-ES the hypervisor may inject an external interrupt on any vector (Heckler): the
+//! VMCB's EVENTINJ is not part of the protected state. Where exceptions push an error code (#PF,
+//! #GP, #VC...) such an interrupt pushes none, and the frame tells
+//! (`InterruptFrame::lacks_its_error_code`): it is never taken for the exception, least of all
+//! for a #VC, whose "exit code" would be the interrupted RIP. Elsewhere (0x80, #UD, #DB...) the
+//! frame is an ordinary one, and what protects the kernel is that it handles no vector it does
+//! not expect: every other one ends the run. Under SEV-ES "ends the run" is a termination
+//! request with a reason ([`fatal`]), not the debug exit, a port write the hypervisor that sent
+//! the event is free to ignore.
 
+use ::sev::termination::GuestReason;
 use core::arch::asm;
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use x86::gdt::{Gdt, IstStacks, Tss};
 use x86::idt::vector;
-use x86::interrupts::{InterruptFrame, fatal};
+use x86::interrupts::InterruptFrame;
 
 /// The boot CPU's IST stacks (application processors get theirs from the heap).
 static BOOT_IST: IstStacks = IstStacks::new();
@@ -81,8 +94,21 @@ pub fn init_ap(gdt: &'static Gdt, again: bool) {
     unsafe { x86::interrupts::load_idt() };
 }
 
-/// The handler for every vector.
+/// The handler for every vector. A frame without its error code is an injected interrupt, and
+/// every vector the kernel does not expect ends the run (see the module docs).
 fn handle(frame: &mut InterruptFrame) {
+    if frame.lacks_its_error_code() {
+        // A copy first: the line below may raise #VC, delivered over this frame (it stayed on
+        // the IST stack).
+        let copy = *frame;
+        say(format_args!(
+            "kernel: vector {} arrived without the error code its exceptions push: an \
+             injected interrupt, not the exception (in the dump, from the error code on, each \
+             field holds the next one's value)",
+            copy.vector
+        ));
+        fatal(copy, GuestReason::MissingErrorCode)
+    }
     match frame.vector as u8 {
         vector::BREAKPOINT => {
             LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
@@ -98,8 +124,42 @@ fn handle(frame: &mut InterruptFrame) {
             frame.rip += 2; // past the `ud2`
         }
         vector::VMM_COMMUNICATION if crate::sev::active() => crate::sev::handle_vc(frame),
-        _ => fatal(frame),
+        v if v >= FIRST_INTERRUPT => {
+            say(format_args!(
+                "kernel: interrupt on vector {v:#x}, which nothing of the kernel's raises"
+            ));
+            fatal(*frame, GuestReason::UnexpectedInterrupt)
+        }
+        _ => fatal(*frame, GuestReason::UnexpectedException),
     }
+}
+
+/// The first vector that is not an exception's.
+const FIRST_INTERRUPT: u8 = 32;
+
+/// Prints a line on the way to [`fatal`], when printing can work: always without SEV-ES; under
+/// SEV-ES once the running CPU's GHCB is up (before, the line's #VC would fail and terminate
+/// with the reason of that failure instead of the caller's).
+fn say(line: fmt::Arguments) {
+    if !crate::sev::active() || crate::sev::can_print() {
+        x86::serial::force_unlock();
+        x86::serial_println!("{line}");
+    }
+}
+
+/// Ends the run for an event the kernel does not handle: the register dump, then, under SEV-ES,
+/// a termination request with `reason`; without SEV-ES the failure exit
+/// (`x86::interrupts::fatal`). Never the debug exit alone under SEV-ES: it is a port write the
+/// hypervisor may ignore, and the event may be the hypervisor's doing.
+///
+/// `frame` is a copy, taken before anything printed: a print under SEV-ES is a #VC, which may
+/// be delivered over the original (an injected frame stays on the IST stack).
+fn fatal(frame: InterruptFrame, reason: GuestReason) -> ! {
+    if !crate::sev::active() {
+        x86::interrupts::fatal(&frame)
+    }
+    say(format_args!("{frame}"));
+    crate::sev::terminate(reason.into())
 }
 
 /// A test's NMI hook (`crate::testing::nmi_storm`), as the address of a `fn(&InterruptFrame)`;
@@ -118,7 +178,7 @@ pub fn set_nmi_hook(hook: Option<fn(&InterruptFrame)>) {
 fn nmi(frame: &mut InterruptFrame) {
     let hook = NMI_HOOK.load(Ordering::Acquire);
     if hook == 0 && !EXPECT_NMI.swap(false, Ordering::AcqRel) {
-        fatal(frame)
+        fatal(*frame, GuestReason::UnexpectedException)
     }
     LAST_FRAME.store(frame as *const InterruptFrame as u64, Ordering::Release);
     if hook != 0 {
@@ -268,7 +328,7 @@ pub fn debug(frame: &mut InterruptFrame, via: DebugVia) {
             "kernel: unexpected #DB ({via:?}) at RIP {:#x}, DR6 {dr6:#x}",
             frame.rip
         );
-        fatal(frame)
+        fatal(*frame, GuestReason::UnexpectedException)
     };
     let i = DEBUG_TAKEN.fetch_add(1, Ordering::AcqRel);
     if let Some([rip, dr6_slot, vc]) = DEBUG_LOG.get(i) {

@@ -280,6 +280,12 @@ pub fn ghcb_exit_code() -> u64 {
     })
 }
 
+/// Whether the running CPU's GHCB is up, so that a print (port I/O, a #VC) can work: before
+/// it, only CPUID is served and the print's #VC would terminate the guest.
+pub fn can_print() -> bool {
+    channel().registered()
+}
+
 /// Asks the hypervisor to end the guest with `reason` (through the GHCB when it is up).
 pub fn terminate(reason: TerminationReason) -> ! {
     channel().terminate(reason)

@@ -1,10 +1,13 @@
 //! The kernel's #VC cases (`kernel/src/testing/sev_es.rs`) on the SEV-ES simulator, seen from
 //! the simulator's side: every NAE event the cases make reaches it as many times as the cases
 //! make it (its `SIM-COUNTERS` line), and each request the #VC core refuses ends the run in a
-//! termination request with its own reason. Also the console's cost under SEV-ES: one VMGEXIT
-//! per line.
+//! termination request with its own reason, as does each interrupt the simulator injects as a
+//! hostile hypervisor (Heckler) on a vector the kernel must not take it on. Also the console's
+//! cost under SEV-ES: one VMGEXIT per line.
 
-use tests::{expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm};
+use tests::{
+    boot, expect_failure, expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm,
+};
 use xtask::qemu::EXIT_GUEST_TERMINATED;
 
 /// The kernel's #VC cases, which `test=all` runs after its own.
@@ -128,6 +131,98 @@ fn invd_ends_in_a_termination_request() {
 #[test]
 fn unsupported_mmio_ends_in_a_termination_request() {
     refused("vc_unsupported_mmio", 0x400, "UnsupportedMmio", 0x7);
+}
+
+/// Runs the kernel case `case`, in which the simulator, as a hostile hypervisor, injects an
+/// interrupt the kernel must not take (`kernel::testing::sev_es::injected`), and expects the
+/// kernel's line `line` naming the vector, the register dump, and the termination request with
+/// the reason `reason` (code `code`). The interrupt arrives right after the hypercall's
+/// VMGEXIT, inside the #VC handler, which holds the GHCB: the lines go through the GHCB borrowed
+/// from it (as an NMI there would), the request through the MSR protocol.
+fn injected(case: &str, line: &str, reason: &str, code: u8) {
+    let out = sim_run_guest(
+        &format!("sev-es-{case}"),
+        stage_igvm(),
+        1,
+        &format!("log=debug test={case}"),
+        "",
+    );
+    expect_status(
+        &out,
+        EXIT_GUEST_TERMINATED,
+        &format!("sim: guest requested termination: reason set 1 code {code:#x} ({reason})"),
+    );
+    for expected in [line, "RFLAGS=0x"] {
+        assert!(
+            out.serial.contains(expected),
+            "expected `{expected}` in:\n{}",
+            out.serial
+        );
+    }
+    assert_eq!(
+        sim_counter(&out.serial, 0, "vmgexit.msr.terminate"),
+        1,
+        "the termination goes through the MSR protocol:\n{}",
+        out.serial
+    );
+}
+
+/// An interrupt on #PF pushes no error code: the kernel does not take it for a page fault.
+#[test]
+fn an_interrupt_injected_on_page_fault_ends_in_a_termination_request() {
+    injected(
+        "injected_pf",
+        "kernel: vector 14 arrived without the error code its exceptions push",
+        "MissingErrorCode",
+        0x1d,
+    );
+}
+
+/// An interrupt on #VC pushes no error code: the kernel does not take the interrupted RIP for
+/// an exit code.
+#[test]
+fn an_interrupt_injected_on_vc_ends_in_a_termination_request() {
+    injected(
+        "injected_vc",
+        "kernel: vector 29 arrived without the error code its exceptions push",
+        "MissingErrorCode",
+        0x1d,
+    );
+}
+
+/// Nothing of the kernel's raises vector 0x80: only the hypervisor can have sent it.
+#[test]
+fn an_interrupt_injected_on_an_unused_vector_ends_in_a_termination_request() {
+    injected(
+        "injected_0x80",
+        "kernel: interrupt on vector 0x80, which nothing of the kernel's raises",
+        "UnexpectedInterrupt",
+        0x1e,
+    );
+}
+
+/// Without SEV-ES nobody injects, but a software `int` builds the same frames: the same lines,
+/// the register dump and the failure exit.
+#[test]
+fn without_sev_es_the_same_frames_end_in_the_failure_exit() {
+    for (case, line) in [
+        (
+            "injected_pf",
+            "kernel: vector 14 arrived without the error code",
+        ),
+        (
+            "injected_vc",
+            "kernel: vector 29 arrived without the error code",
+        ),
+        (
+            "injected_0x80",
+            "kernel: interrupt on vector 0x80, which nothing",
+        ),
+    ] {
+        let out = boot(&format!("plain-{case}"), 1, &format!("test={case}"));
+        expect_failure(&out, line);
+        expect_failure(&out, "RFLAGS=0x");
+    }
 }
 
 /// The guest's console lines in `serial`: what was printed between the simulator's launch line

@@ -13,7 +13,8 @@
 //!
 //! Cases that also make sense without SEV run in plain QEMU too; the others are listed in
 //! [`ONLY_UNDER_SEV_ES`] with the reason. [`BY_NAME_ONLY`] holds the requests the #VC core
-//! refuses: each ends the run in a termination request with its own reason.
+//! refuses and the interrupts a hostile hypervisor injects ([`injected`]): each ends the run in
+//! a termination request with its own reason.
 
 use super::Case;
 use core::arch::asm;
@@ -46,6 +47,12 @@ pub const CASES: &[(&str, Case)] = &[
 pub const BY_NAME_ONLY: &[(&str, Case)] = &[
     ("vc_invd", vc_invd),
     ("vc_unsupported_mmio", vc_unsupported_mmio),
+    ("injected_pf", injected::<{ x86::idt::vector::PAGE_FAULT }>),
+    (
+        "injected_vc",
+        injected::<{ x86::idt::vector::VMM_COMMUNICATION }>,
+    ),
+    ("injected_0x80", injected::<0x80>),
 ];
 
 /// Cases that need SEV-ES, with the reason: without it they say `SKIP`.
@@ -696,4 +703,27 @@ fn vc_unsupported_mmio(_: &BootInfo) -> Result<(), &'static str> {
     // access, an OR of 0 into the IOAPIC index register, would change nothing anyway).
     unsafe { asm!("or dword ptr [{}], 0", in(reg) ioapic::INDEX, options(nostack)) };
     Err("an OR into MMIO returned")
+}
+
+/// An interrupt on vector `V` that the kernel must not survive. Under SEV-ES the simulator, as a
+/// hostile hypervisor, injects it (test hypercall `INJECT_INTERRUPT`: an external interrupt,
+/// right after the hypercall's VMGEXIT, so inside the #VC handler while it holds the GHCB).
+/// Without SEV-ES, where nobody injects, a software `int V` builds the same frame (no error
+/// code). On #PF and #VC the frame lacks the error code those exceptions push, and the guest
+/// ends with reason `MissingErrorCode`; on 0x80, which nothing of the kernel's raises, with
+/// `UnexpectedInterrupt`; without SEV-ES each ends in the failure exit. Returning is a failure.
+fn injected<const V: u8>(info: &BootInfo) -> Result<(), &'static str> {
+    use handoff::sim_hypercall::INJECT_INTERRUPT;
+    if info.sev_es() {
+        let rax = sev::guest::vmmcall(INJECT_INTERRUPT, u64::from(V));
+        ensure!(
+            rax == 0,
+            "the hypervisor did not inject the interrupt",
+            "vector {V:#x}: RAX {rax:#x}"
+        );
+    } else {
+        // SAFETY: not safe by design: the kernel ends the run instead of returning.
+        unsafe { asm!("int {v}", v = const V, options(nomem, nostack)) };
+    }
+    Err("the kernel resumed after an interrupt it must not take")
 }
