@@ -244,8 +244,15 @@ impl TakeoverSteps for Steps<'_> {
     }
 }
 
-/// A #VC (vector 29) on the EFI path.
+/// A #VC (vector 29) on the EFI path; one without its error code is an interrupt the
+/// hypervisor injected (`InterruptFrame::lacks_its_error_code`).
 pub fn handle_vc(frame: &mut InterruptFrame) {
+    if frame.lacks_its_error_code() {
+        fail(
+            GuestReason::MissingErrorCode.into(),
+            format_args!("#VC without its error code: an injected interrupt"),
+        )
+    }
     if phase() == Phase::Plain {
         GHCB.terminate(GuestReason::CpuidLies.into())
     }

@@ -226,6 +226,19 @@ fn invd_is_refused_by_the_guest_with_a_termination() {
     assert_eq!(counter(&out, "exit.invd"), 1, "{}", out.serial);
 }
 
+/// The simulator injects an interrupt on #VC at the guest's request (`INJECT_INTERRUPT`), as a
+/// hostile hypervisor may: it arrives without the error code a #VC pushes, and the guest
+/// refuses it by terminating instead of running its #VC core on the interrupted RIP.
+#[test]
+fn an_interrupt_injected_on_vc_is_refused_by_the_guest() {
+    let out = sim_run("injected-vc", 1, "test=injected_vc", "");
+    expect_status(
+        &out,
+        EXIT_GUEST_TERMINATED,
+        "reason set 1 code 0x1d (MissingErrorCode)",
+    );
+}
+
 /// A request the guest wrote only through the GHCB's private view cannot be read by the
 /// simulator (on hardware it would read ciphertext): it says so, answers with the error reply
 /// in the shared view, and the guest sees no answer.

@@ -210,8 +210,17 @@ fn tsc_hz() -> u64 {
     0
 }
 
-/// Every exception on this path: #VC goes to the #VC handler, anything else is fatal.
+/// Every exception on this path: #VC goes to the #VC handler, anything else is fatal; a frame
+/// without its error code (`InterruptFrame::lacks_its_error_code`) is an interrupt the
+/// hypervisor injected, never taken for a #VC.
 pub fn handle_exception(frame: &mut InterruptFrame) {
+    if frame.lacks_its_error_code() {
+        let v = frame.vector;
+        fail(
+            GuestReason::MissingErrorCode,
+            format_args!("vector {v} arrived without its error code: an injected interrupt"),
+        )
+    }
     if frame.vector == u64::from(vector::VMM_COMMUNICATION) {
         let cfg = VcConfig {
             cpuid_page: None,

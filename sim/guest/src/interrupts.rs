@@ -47,7 +47,18 @@ pub fn ipis() -> u64 {
 /// x2APIC EOI register.
 const X2APIC_EOI: u32 = 0x80b;
 
+/// The handler for every vector. A frame without its error code is an interrupt the
+/// hypervisor injected on an exception vector (`InterruptFrame::lacks_its_error_code`), never
+/// taken for that exception: the run ends with its own reason.
 fn handle(frame: &mut InterruptFrame) {
+    if frame.lacks_its_error_code() {
+        let v = frame.vector;
+        if crate::ghcb::can_print() {
+            x86::serial::force_unlock();
+            x86::serial_println!("simguest: vector {v} without its error code: injected");
+        }
+        crate::ghcb::terminate(sev::termination::GuestReason::MissingErrorCode.into())
+    }
     match frame.vector as u8 {
         vector::VMM_COMMUNICATION => crate::vc::handle(frame),
         vector::NMI => {

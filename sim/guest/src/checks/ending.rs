@@ -1,6 +1,7 @@
 //! Checks selected by name only that end the run themselves: termination requests (the
-//! simulator exits with status 37 and prints the reason) and INVD (which the #VC core refuses by
-//! terminating), where returning means failing.
+//! simulator exits with status 37 and prints the reason), INVD (which the #VC core refuses by
+//! terminating) and an interrupt injected on #VC (which the guest refuses the same way), where
+//! returning means failing.
 
 use core::arch::asm;
 use sev::msr_protocol;
@@ -47,4 +48,22 @@ pub fn invd() -> Outcome {
     // were it executed, this guest keeps nothing in the caches it would miss.
     unsafe { asm!("invd", options(nostack, preserves_flags)) };
     Err("INVD returned".into())
+}
+
+/// The simulator injects an external interrupt on #VC (test hypercall `INJECT_INTERRUPT`, right
+/// after the hypercall's VMGEXIT): its frame lacks the error code a #VC pushes, and the guest
+/// terminates instead of taking the interrupted RIP for an exit code.
+pub fn injected_vc() -> Outcome {
+    use handoff::sim_hypercall::INJECT_INTERRUPT;
+    x86::serial_println!(
+        "simguest: an interrupt on #VC, which the guest refuses: reason set {REASON_SET_GUEST}, code {:#x}",
+        GuestReason::MissingErrorCode as u8
+    );
+    let rax = sev::guest::vmmcall(
+        INJECT_INTERRUPT,
+        u64::from(x86::idt::vector::VMM_COMMUNICATION),
+    );
+    Err(alloc::format!(
+        "the guest resumed after the interrupt (hypercall RAX {rax:#x})"
+    ))
 }

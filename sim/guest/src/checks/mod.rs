@@ -72,6 +72,7 @@ const BY_NAME_ONLY: &[(&str, Check)] = &[
     ("terminate", ending::terminate),
     ("terminate_ghcb", ending::terminate_ghcb),
     ("invd", ending::invd),
+    ("injected_vc", ending::injected_vc),
     ("bench", bench::bench),
     ("bench_raw", bench::bench_raw),
     ("smp", smp::smp),
