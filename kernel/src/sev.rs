@@ -236,7 +236,7 @@ pub fn handle_vc(frame: &mut InterruptFrame) {
         Some(sev::exception::Exception::Db) => {
             crate::interrupts::debug(frame, crate::interrupts::DebugVia::Vc)
         }
-        Some(e) => GhcbChannel::raised_fatal(frame, e, "kernel: "),
+        Some(e) => CHANNELS[cpu].raised_fatal(frame, e, "kernel: "),
     }
 }
 

@@ -6,7 +6,8 @@
 //! cost under SEV-ES: one VMGEXIT per line.
 
 use tests::{
-    boot, expect_failure, expect_status, expect_success, sim_counter, sim_run_guest, stage_igvm,
+    boot, expect_failure, expect_in_order, expect_status, expect_success, sim_counter,
+    sim_run_guest, stage_igvm,
 };
 use xtask::qemu::EXIT_GUEST_TERMINATED;
 
@@ -125,6 +126,40 @@ fn refused(case: &str, exit: u64, reason: &str, code: u8) {
 #[test]
 fn invd_ends_in_a_termination_request() {
     refused("vc_invd", 0x76, "InvdRefused", 0xc);
+}
+
+/// An MSR the simulator refuses comes back as #GP (the GHCB's exception reply), which the #VC
+/// core hands back to the kernel, which expects none: the #VC handler names it, dumps the
+/// registers and terminates through the GHCB (`GhcbChannel::raised_fatal`).
+#[test]
+fn an_exception_handed_back_by_the_vc_core_ends_in_a_termination_request() {
+    let out = sim_run_guest(
+        "sev-es-vc_msr_refused",
+        stage_igvm(),
+        1,
+        "test=vc_msr_refused",
+        "",
+    );
+    expect_status(
+        &out,
+        EXIT_GUEST_TERMINATED,
+        "sim: guest requested termination: reason set 1 code 0x19 (UnexpectedException)",
+    );
+    expect_in_order(
+        &out.serial,
+        &[
+            "sim: vcpu 0: refused RDMSR 0x40001234: #GP".to_string(),
+            "kernel: #VC exit code 0x7c at RIP ".to_string(),
+            " raised Gp(0)".to_string(),
+            "EXCEPTION #VC".to_string(),
+        ],
+    );
+    assert_eq!(
+        sim_counter(&out.serial, 0, "vmgexit.nae.terminate"),
+        1,
+        "the termination goes through the GHCB:\n{}",
+        out.serial
+    );
 }
 
 /// An OR into MMIO is not a move the core emulates.

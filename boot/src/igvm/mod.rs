@@ -227,7 +227,7 @@ pub fn handle_exception(frame: &mut InterruptFrame) {
             hypercalls: &NoHypercalls,
         };
         if let Some(e) = GHCB.handle_vc(frame, &TABLES, &cfg) {
-            GhcbChannel::raised_fatal(frame, e, "stage: ")
+            GHCB.raised_fatal(frame, e, "stage: ")
         }
     } else {
         fatal(frame)

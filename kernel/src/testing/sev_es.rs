@@ -47,6 +47,7 @@ pub const CASES: &[(&str, Case)] = &[
 pub const BY_NAME_ONLY: &[(&str, Case)] = &[
     ("vc_invd", vc_invd),
     ("vc_unsupported_mmio", vc_unsupported_mmio),
+    ("vc_msr_refused", vc_msr_refused),
     ("injected_pf", injected::<{ x86::idt::vector::PAGE_FAULT }>),
     (
         "injected_vc",
@@ -71,6 +72,10 @@ pub const ONLY_UNDER_SEV_ES: &[(&str, &str)] = &[
     (
         "vc_unsupported_mmio",
         "only the #VC core refuses MMIO it does not emulate",
+    ),
+    (
+        "vc_msr_refused",
+        "the #GP comes from the hypervisor's GHCB reply",
     ),
 ];
 
@@ -703,6 +708,18 @@ fn vc_unsupported_mmio(_: &BootInfo) -> Result<(), &'static str> {
     // access, an OR of 0 into the IOAPIC index register, would change nothing anyway).
     unsafe { asm!("or dword ptr [{}], 0", in(reg) ioapic::INDEX, options(nostack)) };
     Err("an OR into MMIO returned")
+}
+
+/// RDMSR of an MSR the simulator does not know: it answers with the GHCB's exception reply
+/// (#GP), which the #VC core hands back to the kernel, which has no use for it (no MSR probing
+/// with fix-ups): the guest ends with reason `UnexpectedException` through the GHCB, not the
+/// debug exit. Returning is a failure.
+fn vc_msr_refused(_: &BootInfo) -> Result<(), &'static str> {
+    /// An MSR no CPU has (in the range Intel reserves for nothing, unknown to the simulator).
+    const NO_SUCH_MSR: u32 = 0x4000_1234;
+    // SAFETY: not safe by design: the hypervisor refuses the read and the guest terminates.
+    let _ = unsafe { x86::msr::rdmsr(NO_SUCH_MSR) };
+    Err("RDMSR of an MSR the hypervisor refuses returned")
 }
 
 /// An interrupt on vector `V` that the kernel must not survive. Under SEV-ES the simulator, as a

@@ -24,7 +24,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
-use x86::interrupts::{InterruptFrame, fatal};
+use x86::interrupts::InterruptFrame;
 
 use super::{InterruptRegs, LaunchTables, VcNext, check_sev_cpuid, dispatch_vc, register_ghcb};
 use crate::exception::Exception;
@@ -488,15 +488,16 @@ impl GhcbChannel {
 
     /// Ends the run for exception `e`, which [`handle_vc`](Self::handle_vc) handed back with
     /// `frame` to a caller that expects none: `{prefix}#VC exit code .. at RIP .. raised ..`,
-    /// then the register dump (`fatal`).
-    pub fn raised_fatal(frame: &InterruptFrame, e: Exception, prefix: &str) -> ! {
+    /// the register dump, then a termination request (`UnexpectedException`), not the debug
+    /// exit, a port write the hypervisor may ignore.
+    pub fn raised_fatal(&self, frame: &InterruptFrame, e: Exception, prefix: &str) -> ! {
         x86::serial::force_unlock();
         x86::serial_println!(
-            "{prefix}#VC exit code {:#x} at RIP {:#x} raised {e:?}",
+            "{prefix}#VC exit code {:#x} at RIP {:#x} raised {e:?}\n{frame}",
             frame.error_code,
             frame.rip
         );
-        fatal(frame)
+        self.terminate(GuestReason::UnexpectedException.into())
     }
 }
 

@@ -14,7 +14,7 @@ use x86::interrupts::InterruptFrame;
 
 use crate::ghcb;
 use crate::memory;
-use sev::guest::{GhcbChannel, SimHypercalls};
+use sev::guest::SimHypercalls;
 
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static LAST_ERROR: AtomicU64 = AtomicU64::new(0);
@@ -40,6 +40,6 @@ pub fn handle(frame: &mut InterruptFrame) {
         hypercalls: &SimHypercalls,
     };
     if let Some(e) = ghcb::CHANNEL.handle_vc(frame, &memory::TABLES, &cfg) {
-        GhcbChannel::raised_fatal(frame, e, "")
+        ghcb::CHANNEL.raised_fatal(frame, e, "")
     }
 }
