@@ -136,7 +136,7 @@ pub fn unpack(
 }
 
 /// Packs `elf` (already LZ4-compressed as `compressed`) into a payload.
-#[cfg(feature = "std")]
+#[cfg(any(test, feature = "std"))]
 pub fn pack(elf: &[u8], compressed: &[u8], image_span: u64) -> std::vec::Vec<u8> {
     let header = Header {
         compressed_len: compressed.len() as u64,
