@@ -188,14 +188,19 @@ pub fn start(info: &BootInfo) -> Result<Report, SmpError> {
                     .filter(|c| c.apic_id != bsp_id)
                     .map(|c| c.apic_id),
             );
-            // Under SEV-ES every CPU needs one of the kernel's GHCB channels.
-            if info.sev_es() && ids.len() >= crate::sev::MAX_CPUS {
+            // Every CPU needs an NMI stack the console's `in_nmi` knows, and under SEV-ES one
+            // of the kernel's GHCB channels.
+            let max = if info.sev_es() {
+                crate::sev::MAX_CPUS
+            } else {
+                x86::interrupts::MAX_NMI_STACKS
+            };
+            if ids.len() >= max {
                 log::warn!(
-                    "SEV-ES: {} CPUs in the MADT, the kernel has GHCBs for {}; the rest stay parked",
-                    ids.len() + 1,
-                    crate::sev::MAX_CPUS
+                    "{} CPUs in the MADT, the kernel runs at most {max}; the rest stay parked",
+                    ids.len() + 1
                 );
-                ids.truncate(crate::sev::MAX_CPUS - 1);
+                ids.truncate(max - 1);
             }
             ids
         }

@@ -370,8 +370,9 @@ pub fn nmi_exit_window() -> [u64; 4] {
     [check, branch, clear, iret]
 }
 
-/// Most CPUs whose NMI stacks [`in_nmi`] knows (CPUs beyond are never reported as in an NMI).
-const MAX_NMI_STACKS: usize = 256;
+/// Most CPUs whose NMI stacks [`in_nmi`] knows (CPUs beyond are never reported as in an NMI,
+/// so a program runs no more CPUs than this).
+pub const MAX_NMI_STACKS: usize = 256;
 /// The NMI stack tops of the CPUs that loaded their GDT ([`register_nmi_stack`]).
 static NMI_STACKS: [AtomicU64; MAX_NMI_STACKS] = [const { AtomicU64::new(0) }; MAX_NMI_STACKS];
 static NMI_STACK_COUNT: AtomicUsize = AtomicUsize::new(0);
