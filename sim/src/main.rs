@@ -238,6 +238,7 @@ fn run(fw: efi::Firmware, efi_entry: u64) -> Result<core::convert::Infallible, S
         mem,
         trace: options.trace,
         ghcb_max: options.ghcb_max,
+        inject: options.inject,
         tsc_hz,
         ap_jump_table: AtomicU64::new(0),
         npt,

@@ -5,6 +5,10 @@
 //! - `ghcb_max=<1|2>`: the highest GHCB protocol version offered (default 2). With 1 the
 //!   simulator serves the guest as a version 1 hypervisor would: it does not know the version 2
 //!   requests (HV_FEATURES, the MSR protocol's AP Reset Hold, the SEV-SNP ones).
+//! - `inject=<vector>@<exit>`: the simulator as a hostile hypervisor (Heckler): after vCPU 0's
+//!   `<exit>`th #VMEXIT (counted from 1) it injects an external interrupt on `<vector>` (0 ..=
+//!   255, no error code, whatever the guest's RFLAGS.IF) with the next VMRUN. Unlike the test
+//!   hypercall `INJECT_INTERRUPT` it needs no cooperation from the guest: it reaches the stage.
 
 use core::fmt;
 use sev::msr_protocol::GhcbVersion;
@@ -16,6 +20,8 @@ pub struct Options {
     pub trace: bool,
     /// The highest GHCB protocol version the SEV information offers.
     pub ghcb_max: GhcbVersion,
+    /// `inject=`: (vector, vCPU 0's exit after which it is injected).
+    pub inject: Option<(u8, u64)>,
 }
 
 impl Default for Options {
@@ -24,6 +30,7 @@ impl Default for Options {
             mem_mib: 256,
             trace: false,
             ghcb_max: GhcbVersion::MAX,
+            inject: None,
         }
     }
 }
@@ -34,6 +41,7 @@ pub enum OptionError<'a> {
     Unknown(&'a str),
     BadMemory(&'a str),
     BadGhcbVersion(&'a str),
+    BadInject(&'a str),
 }
 
 impl fmt::Display for OptionError<'_> {
@@ -41,7 +49,8 @@ impl fmt::Display for OptionError<'_> {
         match self {
             Self::Unknown(w) => write!(
                 f,
-                "unknown option `{w}` (known: mem=<MiB>, trace, ghcb_max=<1|2>)"
+                "unknown option `{w}` (known: mem=<MiB>, trace, ghcb_max=<1|2>, \
+                 inject=<vector>@<exit>)"
             ),
             Self::BadMemory(w) => write!(
                 f,
@@ -52,6 +61,10 @@ impl fmt::Display for OptionError<'_> {
                 "`{w}`: the GHCB protocol versions are {} and {}",
                 GhcbVersion::MIN.number(),
                 GhcbVersion::MAX.number()
+            ),
+            Self::BadInject(w) => write!(
+                f,
+                "`{w}`: inject=<vector>@<exit> takes a vector 0 ..= 255 and an exit from 1"
             ),
         }
     }
@@ -75,6 +88,13 @@ impl Options {
                     .ok()
                     .and_then(GhcbVersion::from_number)
                     .ok_or(OptionError::BadGhcbVersion(word))?;
+            } else if let Some(v) = word.strip_prefix("inject=") {
+                o.inject = Some(
+                    v.split_once('@')
+                        .and_then(|(vector, exit)| Some((vector.parse().ok()?, exit.parse().ok()?)))
+                        .filter(|&(_, exit)| exit >= 1)
+                        .ok_or(OptionError::BadInject(word))?,
+                );
             } else {
                 return Err(OptionError::Unknown(word));
             }
@@ -95,8 +115,17 @@ mod tests {
             Ok(Options {
                 mem_mib: 64,
                 trace: true,
-                ghcb_max: GhcbVersion::V2
+                ghcb_max: GhcbVersion::V2,
+                inject: None,
             })
+        );
+        assert_eq!(
+            Options::parse("inject=29@3").map(|o| o.inject),
+            Ok(Some((29, 3)))
+        );
+        assert_eq!(
+            Options::parse("inject=255@100000").map(|o| o.inject),
+            Ok(Some((255, 100_000)))
         );
         assert_eq!(
             Options::parse("ghcb_max=1").map(|o| o.ghcb_max),
@@ -110,6 +139,15 @@ mod tests {
 
     #[test]
     fn refuses_what_it_does_not_know() {
+        for bad in [
+            "inject=256@1",
+            "inject=14@0",
+            "inject=14",
+            "inject=@3",
+            "inject=x@y",
+        ] {
+            assert_eq!(Options::parse(bad), Err(OptionError::BadInject(bad)));
+        }
         assert_eq!(
             Options::parse("mem=15"),
             Err(OptionError::BadMemory("mem=15"))

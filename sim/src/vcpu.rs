@@ -65,6 +65,8 @@ pub struct Vm {
     pub trace: bool,
     /// The highest GHCB protocol version offered (`ghcb_max` in `sim.cfg`).
     pub ghcb_max: GhcbVersion,
+    /// A hostile interrupt for vCPU 0: (vector, after its exit number; `inject` in `sim.cfg`).
+    pub inject: Option<(u8, u64)>,
     /// Host TSC frequency, for the benchmark line and timeouts.
     pub tsc_hz: u64,
     /// The AP jump table GPA the guest set (0: none).
@@ -276,6 +278,8 @@ pub struct Vcpu {
     /// The vector of an external interrupt to inject at the next VMRUN, whatever the guest's
     /// state (test hypercall `INJECT_INTERRUPT`: the simulator as a hostile hypervisor).
     pub hostile_interrupt: Option<u8>,
+    /// #VMEXITs so far (for `Vm::inject`).
+    exits: u64,
     /// The guest's DR7 as the hypervisor tracks it (DR7 NAE events).
     pub dr7: u64,
     /// The nested page table this vCPU runs on now (`crate::memory::NptRoots`).
@@ -443,6 +447,7 @@ impl Vcpu {
             refuse_nmi_complete: false,
             nmi_at: None,
             hostile_interrupt: None,
+            exits: 0,
             dr7: vmsa.dr7,
             npt,
             tsc_aux: u64::from(vmsa.tsc_aux),
@@ -497,6 +502,13 @@ impl Vcpu {
             self.counters.in_guest(x86::tsc::rdtsc() - entry);
             let code: u64 = self.vmcb.get(off::EXIT_CODE);
             self.counters.exit(code);
+            self.exits += 1;
+            if let Some((vector, after)) = vm.inject
+                && self.id == 0
+                && self.exits == after
+            {
+                self.hostile_interrupt = Some(vector);
+            }
             let int_info: u64 = self.vmcb.get(off::EXIT_INT_INFO);
             self.reinject = (int_info & (1 << 31) != 0).then_some(int_info);
             if let Err(stop) = self.handle_exit(vm, code) {

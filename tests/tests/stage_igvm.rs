@@ -127,3 +127,31 @@ fn unusable_launch_parameters_end_in_a_termination_request() {
     );
     expect_status(&out, EXIT_GUEST_TERMINATED, "(LaunchParameters)");
 }
+
+/// The simulator as a hostile hypervisor (`inject=` in `sim.cfg`) injects an external interrupt
+/// into the stage, which cannot ask for it: on #VC's vector (at the stage's third exit, inside
+/// its early #VC handling) the frame lacks the error code a #VC pushes and the stage ends with
+/// `MissingErrorCode`; on a vector it never uses, with `UnexpectedException`. Both through a
+/// termination request (the MSR protocol's: no GHCB yet, so no line either), never a #VC taken
+/// for real or a hang.
+#[test]
+fn interrupts_injected_into_the_stage_end_in_a_termination_request() {
+    for (vector, at, line) in [
+        (29, 3, "reason set 1 code 0x1d (MissingErrorCode)"),
+        (128, 3, "reason set 1 code 0x19 (UnexpectedException)"),
+    ] {
+        let out = sim_run_guest(
+            &format!("stage-igvm-inject-{vector}"),
+            stage_igvm(),
+            1,
+            "",
+            &format!("inject={vector}@{at}"),
+        );
+        expect_status(&out, EXIT_GUEST_TERMINATED, line);
+        assert!(
+            !out.serial.contains("jumping to the kernel"),
+            "vector {vector}: the stage went on:\n{}",
+            out.serial
+        );
+    }
+}
