@@ -9,7 +9,7 @@ use tests::{
     boot, expect_failure, expect_in_order, expect_status, expect_success, sim_counter,
     sim_run_guest, stage_igvm,
 };
-use xtask::qemu::EXIT_GUEST_TERMINATED;
+use xtask::qemu::{EXIT_GUEST_TERMINATED, Outcome};
 
 /// The kernel's #VC cases, which `test=all` runs after its own.
 const CASES: [&str; 12] = [
@@ -89,11 +89,10 @@ fn every_nae_event_of_the_vc_cases_reaches_the_simulator() {
     }
 }
 
-/// Runs the kernel case `case`, whose #VC (exit code `exit`) makes a request the #VC core
-/// refuses, and expects the kernel's line naming the refusal (logged from inside the #VC
-/// handler, itself a #VC that borrows the GHCB) and the termination request through the GHCB
-/// with the reason `reason` (code `code`: the simulator names our reasons).
-fn refused(case: &str, exit: u64, reason: &str, code: u8) {
+/// Runs the kernel case `case` (1 vCPU, `log=debug`) on the simulator and expects it to end in
+/// a termination request with our reason `reason` (code `code`: the simulator names our
+/// reasons); returns the run for the caller's checks of how it got there.
+fn terminated(case: &str, reason: &str, code: u8) -> Outcome {
     let out = sim_run_guest(
         &format!("sev-es-{case}"),
         stage_igvm(),
@@ -106,6 +105,15 @@ fn refused(case: &str, exit: u64, reason: &str, code: u8) {
         EXIT_GUEST_TERMINATED,
         &format!("sim: guest requested termination: reason set 1 code {code:#x} ({reason})"),
     );
+    out
+}
+
+/// Runs the kernel case `case`, whose #VC (exit code `exit`) makes a request the #VC core
+/// refuses, and expects the kernel's line naming the refusal (logged from inside the #VC
+/// handler, itself a #VC that borrows the GHCB) and the termination request through the GHCB
+/// with the reason `reason` (code `code`: the simulator names our reasons).
+fn refused(case: &str, exit: u64, reason: &str, code: u8) {
+    let out = terminated(case, reason, code);
     let line = format!("ERROR #VC exit code {exit:#x} at RIP ");
     assert!(
         out.serial
@@ -133,18 +141,7 @@ fn invd_ends_in_a_termination_request() {
 /// registers and terminates through the GHCB (`GhcbChannel::raised_fatal`).
 #[test]
 fn an_exception_handed_back_by_the_vc_core_ends_in_a_termination_request() {
-    let out = sim_run_guest(
-        "sev-es-vc_msr_refused",
-        stage_igvm(),
-        1,
-        "test=vc_msr_refused",
-        "",
-    );
-    expect_status(
-        &out,
-        EXIT_GUEST_TERMINATED,
-        "sim: guest requested termination: reason set 1 code 0x19 (UnexpectedException)",
-    );
+    let out = terminated("vc_msr_refused", "UnexpectedException", 0x19);
     expect_in_order(
         &out.serial,
         &[
@@ -175,18 +172,7 @@ fn unsupported_mmio_ends_in_a_termination_request() {
 /// VMGEXIT, inside the #VC handler, which holds the GHCB: the lines go through the GHCB borrowed
 /// from it (as an NMI there would), the request through the MSR protocol.
 fn injected(case: &str, line: &str, reason: &str, code: u8) {
-    let out = sim_run_guest(
-        &format!("sev-es-{case}"),
-        stage_igvm(),
-        1,
-        &format!("log=debug test={case}"),
-        "",
-    );
-    expect_status(
-        &out,
-        EXIT_GUEST_TERMINATED,
-        &format!("sim: guest requested termination: reason set 1 code {code:#x} ({reason})"),
-    );
+    let out = terminated(case, reason, code);
     for expected in [line, "RFLAGS=0x"] {
         assert!(
             out.serial.contains(expected),
