@@ -236,18 +236,13 @@ pub fn handle_exception(frame: &mut InterruptFrame) {
 
 /// An exception nobody handles: the register dump (when printing can work), then termination.
 pub fn fatal(frame: &InterruptFrame) -> ! {
-    if GHCB.can_print() {
-        x86::serial::force_unlock();
-        serial_println!("{frame}");
-    }
-    GHCB.terminate(GuestReason::UnexpectedException.into())
+    GHCB.fail(
+        format_args!("{frame}"),
+        GuestReason::UnexpectedException.into(),
+    )
 }
 
 /// Prints `stage: error: {msg}` (when printing can work) and terminates with `reason`.
 pub fn fail(reason: GuestReason, msg: fmt::Arguments) -> ! {
-    if GHCB.can_print() {
-        x86::serial::force_unlock();
-        serial_println!("stage: error: {msg}");
-    }
-    GHCB.terminate(reason.into())
+    GHCB.fail(format_args!("stage: error: {msg}"), reason.into())
 }

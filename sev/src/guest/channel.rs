@@ -321,6 +321,17 @@ impl GhcbChannel {
         msr_protocol::terminate(&mut self.msr(), reason)
     }
 
+    /// Ends the run with `reason`, after `line` on the console when printing can work
+    /// ([`can_print`](Self::can_print): otherwise the print's #VC would end the run first, with
+    /// its own reason).
+    pub fn fail(&self, line: core::fmt::Arguments, reason: TerminationReason) -> ! {
+        if self.can_print() {
+            x86::serial::force_unlock();
+            x86::serial_println!("{line}");
+        }
+        self.terminate(reason)
+    }
+
     /// Runs `f` with the channel held. A second user while one is active terminates the guest
     /// (see the module docs).
     pub fn with<R>(&self, f: impl FnOnce(&mut HeldChannel<'_>) -> R) -> R {

@@ -53,11 +53,10 @@ const X2APIC_EOI: u32 = 0x80b;
 fn handle(frame: &mut InterruptFrame) {
     if frame.lacks_its_error_code() {
         let v = frame.vector;
-        if crate::ghcb::can_print() {
-            x86::serial::force_unlock();
-            x86::serial_println!("simguest: vector {v} without its error code: injected");
-        }
-        crate::ghcb::terminate(sev::termination::GuestReason::MissingErrorCode.into())
+        crate::ghcb::CHANNEL.fail(
+            format_args!("simguest: vector {v} without its error code: injected"),
+            sev::termination::GuestReason::MissingErrorCode.into(),
+        )
     }
     match frame.vector as u8 {
         vector::VMM_COMMUNICATION => crate::vc::handle(frame),
